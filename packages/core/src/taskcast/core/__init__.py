@@ -1,0 +1,115 @@
+"""Taskcast core: models, state machine, series, filters, the engine and storage ports.
+
+Imports nothing from the other Taskcast packages; adapters and the server build on it.
+"""
+
+from ._engine import DELETED_EVENT, EngineLimits, EventInput, TaskEngine, TaskInput
+from ._errors import (
+    ConfigError,
+    InvalidInputError,
+    InvalidTransitionError,
+    StaleRevisionError,
+    StorageUnavailableError,
+    TaskcastError,
+    TaskConflictError,
+    TaskNotFoundError,
+    TaskTerminalError,
+    UsageError,
+)
+from ._filters import STATUS_EVENT, EventFilter, matches_type
+from ._hooks import HookRunner, TaskcastHooks
+from ._hub import Hub, Subscriber
+from ._ids import new_id, now_ms
+from ._memory import MemoryBroadcast, MemoryLongTermStore, MemoryShortTermStore, select_events
+from ._models import (
+    LEVELS,
+    SERIES_MODES,
+    STATUSES,
+    TERMINAL_STATUSES,
+    CommitResult,
+    EventDraft,
+    EventQuery,
+    Level,
+    SeriesMode,
+    Task,
+    TaskEvent,
+    TaskPage,
+    TaskQuery,
+    TaskStatus,
+)
+from ._ports import BroadcastHandler, BroadcastProvider, LongTermStore, ShortTermStore, Unsubscribe
+from ._series import Collapser, CommitPlan, accumulate, collapse, plan_commit
+from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_terminal
+from ._stream import StreamOptions, TaskStream
+from ._wire import WireEvent, encode_count, envelope_dict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # Engine and streams
+    "DELETED_EVENT",
+    # Models
+    "LEVELS",
+    "SERIES_MODES",
+    "STATUSES",
+    # State machine, series, filters
+    "STATUS_EVENT",
+    "SUSPENDED_STATUSES",
+    "TERMINAL_STATUSES",
+    "TRANSITIONS",
+    # Ports and memory adapters
+    "BroadcastHandler",
+    "BroadcastProvider",
+    "Collapser",
+    "CommitPlan",
+    "CommitResult",
+    # Errors
+    "ConfigError",
+    "EngineLimits",
+    "EventDraft",
+    "EventFilter",
+    "EventInput",
+    "EventQuery",
+    "HookRunner",
+    "Hub",
+    "InvalidInputError",
+    "InvalidTransitionError",
+    "Level",
+    "LongTermStore",
+    "MemoryBroadcast",
+    "MemoryLongTermStore",
+    "MemoryShortTermStore",
+    "SeriesMode",
+    "ShortTermStore",
+    "StaleRevisionError",
+    "StorageUnavailableError",
+    "StreamOptions",
+    "Subscriber",
+    "Task",
+    "TaskConflictError",
+    "TaskEngine",
+    "TaskEvent",
+    "TaskInput",
+    "TaskNotFoundError",
+    "TaskPage",
+    "TaskQuery",
+    "TaskStatus",
+    "TaskStream",
+    "TaskTerminalError",
+    "TaskcastError",
+    "TaskcastHooks",
+    "Unsubscribe",
+    "UsageError",
+    "WireEvent",
+    "accumulate",
+    "can_transition",
+    "collapse",
+    "encode_count",
+    "envelope_dict",
+    "is_terminal",
+    "matches_type",
+    "new_id",
+    "now_ms",
+    "plan_commit",
+    "select_events",
+]

@@ -1,0 +1,443 @@
+"""The task engine: validation, the state machine and the write path.
+
+Every write goes through the short-term store's atomic commit, then the broadcast, then
+(behind the publisher) the long-term archive. Reads fall back to the archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._errors import (
+    InvalidInputError,
+    InvalidTransitionError,
+    StaleRevisionError,
+    TaskNotFoundError,
+)
+from ._filters import STATUS_EVENT
+from ._hooks import HookRunner, TaskcastHooks
+from ._hub import Hub
+from ._ids import new_id, now_ms
+from ._memory import MemoryBroadcast
+from ._models import (
+    LEVELS,
+    SERIES_MODES,
+    STATUSES,
+    CommitResult,
+    EventDraft,
+    EventQuery,
+    Task,
+    TaskEvent,
+    TaskPage,
+    TaskQuery,
+)
+from ._ports import BroadcastProvider, LongTermStore, ShortTermStore
+from ._state_machine import SUSPENDED_STATUSES, can_transition
+
+__all__ = ["DELETED_EVENT", "EngineLimits", "EventInput", "TaskEngine", "TaskInput"]
+
+logger = logging.getLogger("taskcast.core.engine")
+
+DELETED_EVENT = "taskcast:deleted"
+"""Broadcast-only marker telling live subscribers that a task was deleted."""
+
+# A compare-and-set that keeps losing to non-conflicting writers is retried this often.
+_CAS_ATTEMPTS = 20
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class EngineLimits:
+    """Input limits enforced by the engine."""
+
+    max_batch: int = 1000
+    """Most events accepted in one publish call."""
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class TaskInput:
+    """What a caller may set when creating a task."""
+
+    id: str | None = None
+    type: str | None = None
+    params: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    ttl: int | None = None
+    auth_config: dict[str, Any] | None = None
+    webhooks: list[Any] | None = None
+    cleanup: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    assign_mode: str | None = None
+    cost: int | None = None
+    disconnect_policy: str | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class EventInput:
+    """An event as a publisher sends it."""
+
+    type: str
+    level: Literal["debug", "info", "warn", "error"] = "info"
+    data: Any = None
+    series_id: str | None = None
+    series_mode: Literal["keep-all", "accumulate", "latest"] | None = None
+    series_acc_field: str | None = None
+    idempotency_key: str | None = None
+
+
+def _check_event(item: EventInput) -> None:
+    if not isinstance(item.type, str) or not item.type:
+        raise InvalidInputError("Event type must be a non-empty string")
+    if item.type.startswith("taskcast:"):
+        raise InvalidInputError(f"Event type is reserved: {item.type}")
+    if item.level not in LEVELS:
+        raise InvalidInputError(f"Invalid level: {item.level}")
+    if item.series_mode is not None and item.series_mode not in SERIES_MODES:
+        raise InvalidInputError(f"Invalid seriesMode: {item.series_mode}")
+
+
+class TaskEngine:
+    """Creates tasks, moves them through the state machine and publishes their events.
+
+    Args:
+        short_term: The required hot store (atomic commit).
+        broadcast: Cross-process fan-out; defaults to an in-process :class:`MemoryBroadcast`.
+        long_term: Optional archive written behind the publisher.
+        hooks: Integrations to notify.
+        limits: Input limits.
+    """
+
+    def __init__(
+        self,
+        *,
+        short_term: ShortTermStore,
+        broadcast: BroadcastProvider | None = None,
+        long_term: LongTermStore | None = None,
+        hooks: TaskcastHooks | Sequence[TaskcastHooks] | None = None,
+        limits: EngineLimits | None = None,
+        queue_limit: int = 10_000,
+    ) -> None:
+        self.short_term = short_term
+        self.broadcast: BroadcastProvider = broadcast or MemoryBroadcast()
+        self.long_term = long_term
+        if hooks is None:
+            hooks = ()
+        elif isinstance(hooks, TaskcastHooks):
+            hooks = (hooks,)
+        self.hooks = HookRunner(hooks)
+        self.limits = limits or EngineLimits()
+        self.hub = Hub(self.broadcast, queue_limit=queue_limit)
+        self._archive_tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the stores and the broadcast (idempotent)."""
+        if self._started:
+            return
+        await self.short_term.open()
+        await self.broadcast.open()
+        if self.long_term is not None:
+            await self.long_term.open()
+        self._started = True
+
+    async def stop(self) -> None:
+        """End open streams, flush archive writes and close the stores."""
+        self.hub.shutdown()
+        if self._archive_tasks:
+            await asyncio.gather(*self._archive_tasks, return_exceptions=True)
+        if not self._started:
+            return
+        self._started = False
+        await self.broadcast.close()
+        if self.long_term is not None:
+            await self.long_term.close()
+        await self.short_term.close()
+
+    async def __aenter__(self) -> TaskEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def create_task(self, data: TaskInput | None = None) -> Task:
+        data = data or TaskInput()
+        if data.ttl is not None and (
+            isinstance(data.ttl, bool) or not isinstance(data.ttl, int) or data.ttl <= 0
+        ):
+            raise InvalidInputError(f"Invalid TTL: {data.ttl}")
+        if data.cost is not None and data.cost < 0:
+            raise InvalidInputError(f"Invalid cost: {data.cost}")
+        if data.id is not None and (not isinstance(data.id, str) or not data.id):
+            raise InvalidInputError("Task id must be a non-empty string")
+        now = now_ms()
+        task = Task(
+            id=data.id or new_id(),
+            status="pending",
+            created_at=now,
+            updated_at=now,
+            type=data.type,
+            params=data.params,
+            result=data.result,
+            metadata=data.metadata,
+            ttl=data.ttl,
+            auth_config=data.auth_config,
+            webhooks=data.webhooks,
+            cleanup=data.cleanup,
+            tags=data.tags,
+            assign_mode=data.assign_mode,
+            cost=data.cost,
+            disconnect_policy=data.disconnect_policy,
+        )
+        if data.id is not None and self.long_term is not None:
+            if await self.long_term.get_task(data.id) is not None:
+                from ._errors import TaskConflictError
+
+                raise TaskConflictError(data.id)
+        await self.short_term.create_task(task)
+        self._archive(task, ())
+        await self.hooks.fire("on_task_created", task)
+        return task
+
+    async def get_task(self, task_id: str) -> Task | None:
+        task = await self.short_term.get_task(task_id)
+        if task is None and self.long_term is not None:
+            task = await self.long_term.get_task(task_id)
+        return task
+
+    async def require_task(self, task_id: str) -> Task:
+        task = await self.get_task(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def list_tasks(self, query: TaskQuery | None = None) -> TaskPage:
+        return await self.short_term.list_tasks(query or TaskQuery())
+
+    async def delete_task(self, task_id: str) -> bool:
+        """Delete a task everywhere; live subscribers end with reason ``deleted``."""
+        existed = await self.short_term.delete_task(task_id)
+        if self.long_term is not None:
+            archived = await self.long_term.get_task(task_id)
+            await self.long_term.delete_task(task_id)
+            existed = existed or archived is not None
+        if existed:
+            marker = TaskEvent(
+                id=new_id(),
+                task_id=task_id,
+                index=-1,
+                timestamp=now_ms(),
+                type=DELETED_EVENT,
+                level="info",
+            )
+            await self.broadcast.publish(task_id, [marker])
+        return existed
+
+    async def transition_task(
+        self,
+        task_id: str,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        reason: str | None = None,
+        ttl: int | None = None,
+        resume_after_ms: int | None = None,
+        blocked_request: dict[str, Any] | None = None,
+    ) -> Task:
+        """Move a task to ``status``; of concurrent conflicting moves exactly one wins."""
+        if status not in STATUSES:
+            raise InvalidInputError(f"Invalid status: {status}")
+        if ttl is not None and ttl <= 0:
+            raise InvalidInputError(f"Invalid TTL: {ttl}")
+        for _ in range(_CAS_ATTEMPTS):
+            current = await self.short_term.get_task_revision(task_id)
+            if current is None:
+                raise TaskNotFoundError(task_id)
+            task, revision = current
+            if not can_transition(task.status, status):
+                raise InvalidTransitionError(task.status, status)
+            updated, drafts = self._build_transition(
+                task, status, result, error, reason, ttl, resume_after_ms, blocked_request
+            )
+            try:
+                commit = await self.short_term.commit_transition(updated, revision, drafts)
+            except StaleRevisionError:
+                continue
+            await self._after_commit(task_id, commit, updated)
+            await self._fire_transition(updated, task.status)
+            return updated
+        # Only reachable if other writers keep moving the task without conflicting with us.
+        raise InvalidTransitionError(task.status, status)
+
+    def _build_transition(
+        self,
+        task: Task,
+        status: str,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        reason: str | None,
+        ttl: int | None,
+        resume_after_ms: int | None,
+        blocked_request: dict[str, Any] | None,
+    ) -> tuple[Task, list[EventDraft]]:
+        now = now_ms()
+        changes: dict[str, Any] = {"status": status, "updated_at": now}
+        if status in ("completed", "failed", "timeout", "cancelled"):
+            changes["completed_at"] = now
+        if result is not None:
+            changes["result"] = result
+        if error is not None:
+            changes["error"] = error
+        if ttl is not None:
+            changes["ttl"] = ttl
+        if status in SUSPENDED_STATUSES:
+            if reason is not None:
+                changes["reason"] = reason
+        else:
+            changes.update(reason=None, blocked_request=None, resume_at=None)
+        if status == "blocked":
+            if blocked_request is not None:
+                changes["blocked_request"] = blocked_request
+            if resume_after_ms is not None:
+                changes["resume_at"] = now + resume_after_ms
+        updated = task.copy(**changes)
+        status_data: dict[str, Any] = {"status": status}
+        if updated.result is not None:
+            status_data["result"] = updated.result
+        if updated.error is not None:
+            status_data["error"] = updated.error
+        drafts = [
+            EventDraft(
+                id=new_id(), timestamp=now, type=STATUS_EVENT, level="info", data=status_data
+            )
+        ]
+        if status == "blocked" and updated.blocked_request is not None:
+            blocked: dict[str, Any] = {"request": updated.blocked_request}
+            if updated.reason is not None:
+                blocked = {"reason": updated.reason, **blocked}
+            drafts.append(
+                EventDraft(
+                    id=new_id(), timestamp=now, type="taskcast:blocked", level="info", data=blocked
+                )
+            )
+        if task.status == "blocked" and status == "running" and task.blocked_request is not None:
+            drafts.append(
+                EventDraft(
+                    id=new_id(),
+                    timestamp=now,
+                    type="taskcast:resolved",
+                    level="info",
+                    data={"resolution": result},
+                )
+            )
+        return updated, drafts
+
+    async def _fire_transition(self, task: Task, previous: str) -> None:
+        if task.status == "failed":
+            await self.hooks.fire("on_task_failed", task, task.error)
+        elif task.status == "timeout":
+            await self.hooks.fire("on_task_timeout", task)
+        await self.hooks.fire("on_task_transitioned", task, previous, task.status)
+
+    # -- events ----------------------------------------------------------------------
+
+    async def publish_event(self, task_id: str, event: EventInput) -> TaskEvent:
+        return (await self.publish_events(task_id, [event]))[0]
+
+    async def publish_events(self, task_id: str, events: Sequence[EventInput]) -> list[TaskEvent]:
+        """Publish a batch atomically: every event is stored, or none is."""
+        if not events:
+            raise InvalidInputError("No events to publish")
+        if len(events) > self.limits.max_batch:
+            raise InvalidInputError(f"Too many events in one batch (max {self.limits.max_batch})")
+        now = now_ms()
+        drafts = []
+        for item in events:
+            _check_event(item)
+            drafts.append(
+                EventDraft(
+                    id=new_id(),
+                    timestamp=now,
+                    type=item.type,
+                    level=item.level,
+                    data=item.data,
+                    series_id=item.series_id,
+                    series_mode=item.series_mode,
+                    series_acc_field=item.series_acc_field,
+                    idempotency_key=item.idempotency_key,
+                )
+            )
+        commit = await self.short_term.commit_events(task_id, drafts)
+        await self._after_commit(task_id, commit, None)
+        return commit.events
+
+    async def _after_commit(self, task_id: str, commit: CommitResult, task: Task | None) -> None:
+        # No await may come between the commit returning and the broadcast of an in-process
+        # provider, or two publishers could be broadcast out of index order.
+        if commit.fresh and not self.short_term.publishes_on_commit:
+            await self.broadcast.publish(task_id, commit.fresh)
+        self._archive(task, commit.fresh)
+        if commit.fresh and self.hooks.wants("on_events_published"):
+            await self.hooks.fire("on_events_published", task_id, commit.fresh)
+
+    def _archive(self, task: Task | None, events: Sequence[TaskEvent]) -> None:
+        if self.long_term is None or (task is None and not events):
+            return
+        job = asyncio.create_task(self._write_archive(task, list(events)))
+        self._archive_tasks.add(job)
+        job.add_done_callback(self._archive_tasks.discard)
+
+    async def _write_archive(self, task: Task | None, events: list[TaskEvent]) -> None:
+        assert self.long_term is not None
+        try:
+            if task is not None:
+                await self.long_term.save_task(task)
+            if events:
+                current = await self.short_term.get_task(events[0].task_id)
+                if current is not None:
+                    await self.long_term.save_task(current)
+                await self.long_term.save_events(events)
+        except Exception as exc:
+            logger.warning("long-term write failed", exc_info=True)
+            for event in events:
+                await self.hooks.fire("on_event_dropped", event, str(exc))
+
+    async def get_events(self, task_id: str, query: EventQuery | None = None) -> list[TaskEvent]:
+        """Stored events in index order, from the hot store or else the archive."""
+        query = query or EventQuery()
+        events = await self.short_term.get_events(task_id, query)
+        if not events and self.long_term is not None:
+            if await self.short_term.get_task(task_id) is None:
+                events = await self.long_term.get_events(task_id, query)
+        return events
+
+    async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
+        return await self.short_term.resolve_cursor(task_id, event_id)
+
+    async def last_index(self, task_id: str) -> int:
+        return await self.short_term.last_index(task_id)
+
+    def subscriber_count(self, task_id: str) -> int:
+        return self.hub.count(task_id)
+
+
+def event_input_from_dict(data: Mapping[str, Any]) -> EventInput:
+    """Build an :class:`EventInput` from camelCase wire keys (already type-checked)."""
+    return EventInput(
+        type=data["type"],
+        level=data.get("level", "info"),
+        data=data.get("data"),
+        series_id=data.get("seriesId"),
+        series_mode=data.get("seriesMode"),
+        series_acc_field=data.get("seriesAccField"),
+        idempotency_key=data.get("idempotencyKey"),
+    )

@@ -1,0 +1,256 @@
+"""One subscriber's view of a task: hold, replay, then live, as SSE frames.
+
+The algorithm (architecture §3): subscribe to the hub *first*, then read the store, then
+drain what arrived meanwhile, dropping indexes already sent. Indexes are contiguous per
+task, so a jump in the live feed means something was missed (an outage, a replaced
+``latest`` entry, or an out-of-order broadcast) and is filled from the store; nothing is
+ever skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Literal
+
+from ._filters import STATUS_EVENT, EventFilter
+from ._hub import Subscriber
+from ._models import TERMINAL_STATUSES, EventQuery, TaskEvent
+from ._series import Collapser
+from ._wire import HEARTBEAT, WireEvent, done_frame, resync_frame, retry_frame
+
+if TYPE_CHECKING:
+    from ._engine import TaskEngine
+
+__all__ = ["StreamOptions", "TaskStream"]
+
+HOLD_STATUSES: Final = frozenset({"pending", "assigned"})
+_DELETED: Final = "taskcast:deleted"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StreamOptions:
+    """How a subscriber wants its stream."""
+
+    filter: EventFilter = field(default_factory=EventFilter)
+    wrap: bool = True
+    series_format: Literal["delta", "accumulated"] = "delta"
+    since_id: str | None = None
+    since_index: int | None = None
+    """A *filtered* index, as sent in ``filteredIndex``: events up to it are skipped."""
+    since_timestamp: int | None = None
+    limit: int | None = None
+    """Replay at most this many stored events (the oldest after the cursor)."""
+    heartbeat_seconds: float = 15.0
+    retry_ms: int = 3000
+    page_size: int = 1000
+
+    @property
+    def has_cursor(self) -> bool:
+        return (
+            self.since_id is not None
+            or self.since_index is not None
+            or self.since_timestamp is not None
+        )
+
+
+def _terminal_status(event: TaskEvent) -> str | None:
+    if event.type == STATUS_EVENT and isinstance(event.data, dict):
+        status = event.data.get("status")
+        if status in TERMINAL_STATUSES:
+            return str(status)
+    return None
+
+
+class TaskStream:
+    """Async iterator of SSE frames (bytes) for one task subscription."""
+
+    def __init__(self, engine: TaskEngine, task_id: str, options: StreamOptions) -> None:
+        self._engine = engine
+        self._task_id = task_id
+        self._opt = options
+        self._filtered = 0
+        self._last = -1
+        self._accumulated = options.series_format == "accumulated"
+        self.end_reason: str | None = None
+
+    def _frame(self, wire: WireEvent) -> bytes | None:
+        if not self._opt.filter.matches(wire.event):
+            return None
+        fi = self._filtered
+        self._filtered += 1
+        if self._opt.since_index is not None and fi <= self._opt.since_index:
+            return None
+        return wire.frame(wrap=self._opt.wrap, accumulated=self._accumulated, filtered_index=fi)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        engine = self._engine
+        sub = await engine.hub.open(self._task_id)
+        try:
+            yield retry_frame(self._opt.retry_ms)
+            async for frame in self._run(sub):
+                yield frame
+        finally:
+            await engine.hub.close(sub)
+
+    async def _run(self, sub: Subscriber) -> AsyncIterator[bytes]:
+        engine = self._engine
+        task = await engine.get_task(self._task_id)
+        if task is None:
+            self.end_reason = "deleted"
+            yield done_frame("deleted")
+            return
+        if task.status in HOLD_STATUSES:
+            async for frame in self._hold(sub):
+                yield frame
+            if self.end_reason is not None:
+                return
+        async for frame in self._replay():
+            yield frame
+        if self.end_reason is not None:
+            return
+        async for frame in self._live(sub):
+            yield frame
+
+    async def _hold(self, sub: Subscriber) -> AsyncIterator[bytes]:
+        """Send nothing but heartbeats until the task leaves pending/assigned."""
+        while True:
+            batch = await sub.get(self._opt.heartbeat_seconds)
+            if sub.closing:
+                self.end_reason = "shutdown"
+                yield retry_frame(self._opt.retry_ms)
+                return
+            released = False
+            for wire in batch or ():
+                event = wire.event
+                if event.type == _DELETED:
+                    self.end_reason = "deleted"
+                    yield done_frame("deleted")
+                    return
+                if event.type == STATUS_EVENT and isinstance(event.data, dict):
+                    if event.data.get("status") not in HOLD_STATUSES:
+                        released = True
+            if sub.overflowed:
+                # Everything queued is in the store; the replay reads it from there.
+                sub.reset()
+            if released:
+                return
+            # Re-check the store too: a broadcast from another process may be out of reach.
+            task = await self._engine.get_task(self._task_id)
+            if task is None:
+                self.end_reason = "deleted"
+                yield done_frame("deleted")
+                return
+            if task.status not in HOLD_STATUSES:
+                return
+            if batch is None:
+                yield HEARTBEAT
+
+    async def _replay(self) -> AsyncIterator[bytes]:
+        engine, opt = self._engine, self._opt
+        after = -1
+        if opt.since_id is not None:
+            resolved = await engine.resolve_cursor(self._task_id, opt.since_id)
+            if resolved is None:
+                task = await engine.get_task(self._task_id)
+                payload = {"reason": "unknown-cursor", "cursor": opt.since_id}
+                if task is not None:
+                    payload["status"] = task.status
+                yield resync_frame(payload)
+            else:
+                after = resolved
+        self._last = after
+        collapser = None if opt.has_cursor else Collapser()
+        remaining = opt.limit
+        terminal: str | None = None
+        while True:
+            size = opt.page_size if remaining is None else min(opt.page_size, remaining)
+            page = await engine.get_events(
+                self._task_id,
+                EventQuery(after_index=self._last, after_timestamp=opt.since_timestamp, limit=size),
+            )
+            for event in page:
+                self._last = event.index
+                terminal = _terminal_status(event) or terminal
+                ready = collapser.feed(event) if collapser is not None else (event,)
+                for item in ready:
+                    frame = self._frame(WireEvent(item))
+                    if frame is not None:
+                        yield frame
+            if remaining is not None:
+                remaining -= len(page)
+            if len(page) < size or remaining == 0:
+                break
+        if collapser is not None:
+            for item in collapser.flush():
+                frame = self._frame(WireEvent(item))
+                if frame is not None:
+                    yield frame
+        if terminal is None and remaining == 0:
+            # A limited replay skips the backlog beyond the limit; live events continue.
+            self._last = max(self._last, await engine.last_index(self._task_id))
+            task = await engine.get_task(self._task_id)
+            if task is not None and task.is_terminal:
+                terminal = task.status
+        if terminal is not None:
+            self.end_reason = terminal
+            yield done_frame(terminal)
+
+    async def _live(self, sub: Subscriber) -> AsyncIterator[bytes]:
+        while True:
+            if sub.overflowed:
+                self.end_reason = "slow-consumer"
+                yield b": slow consumer, resume with Last-Event-ID\n\n"
+                return
+            if sub.closing:
+                self.end_reason = "shutdown"
+                yield retry_frame(self._opt.retry_ms)
+                return
+            batch = await sub.get(self._opt.heartbeat_seconds)
+            if batch is None:
+                if not sub.overflowed and not sub.closing:
+                    yield HEARTBEAT
+                continue
+            for wire in batch:
+                event = wire.event
+                if event.type == _DELETED:
+                    self.end_reason = "deleted"
+                    yield done_frame("deleted")
+                    return
+                index = event.index
+                if index <= self._last:
+                    continue
+                if index > self._last + 1:
+                    async for frame in self._fill(index):
+                        yield frame
+                    if self.end_reason is not None:
+                        return
+                    if index <= self._last:
+                        continue
+                self._last = index
+                out = self._frame(wire)
+                if out is not None:
+                    yield out
+                status = _terminal_status(event)
+                if status is not None:
+                    self.end_reason = status
+                    yield done_frame(status)
+                    return
+
+    async def _fill(self, before: int) -> AsyncIterator[bytes]:
+        """Send stored events between the last sent index and ``before``."""
+        page = await self._engine.get_events(
+            self._task_id, EventQuery(after_index=self._last, limit=before - self._last - 1)
+        )
+        for event in page:
+            if event.index >= before:
+                break
+            self._last = event.index
+            frame = self._frame(WireEvent(event))
+            if frame is not None:
+                yield frame
+            status = _terminal_status(event)
+            if status is not None:
+                self.end_reason = status
+                yield done_frame(status)
+                return

@@ -1,0 +1,105 @@
+"""SSE frames, encoded once per event and wire shape.
+
+A committed event fans out to every subscriber of its task. :class:`WireEvent` caches the
+encoded frame per shape (``wrap`` x ``seriesFormat``), so N subscribers with the same
+shape cost one JSON encode; the per-subscriber ``filteredIndex`` is spliced in as bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic_core import to_json
+
+from ._models import TaskEvent
+
+__all__ = [
+    "HEARTBEAT",
+    "WireEvent",
+    "done_frame",
+    "encode_count",
+    "envelope_dict",
+    "resync_frame",
+    "retry_frame",
+]
+
+HEARTBEAT: Final = b": ping\n\n"
+_EVENT_PREFIX: Final = b"event: taskcast.event\ndata: "
+_ENVELOPE_PREFIX: Final = b'event: taskcast.event\ndata: {"filteredIndex":'
+
+_encodes = 0
+
+
+def encode_count() -> int:
+    """How many event JSON encodes the wire layer has performed (for tests and metrics)."""
+    return _encodes
+
+
+def envelope_dict(event: TaskEvent, filtered_index: int, data: Any) -> dict[str, Any]:
+    """The SSE envelope (``wrap=true``) of an event."""
+    out: dict[str, Any] = {
+        "filteredIndex": filtered_index,
+        "rawIndex": event.index,
+        "eventId": event.id,
+        "taskId": event.task_id,
+        "type": event.type,
+        "timestamp": event.timestamp,
+        "level": event.level,
+        "data": data,
+    }
+    if event.series_id is not None:
+        out["seriesId"] = event.series_id
+    if event.series_mode is not None:
+        out["seriesMode"] = event.series_mode
+    if event.series_acc_field is not None:
+        out["seriesAccField"] = event.series_acc_field
+    if event.series_snapshot:
+        out["seriesSnapshot"] = True
+    return out
+
+
+def _encode(event: TaskEvent, wrap: bool, accumulated: bool) -> bytes:
+    global _encodes
+    _encodes += 1
+    data = event.accumulated if accumulated else event.data
+    id_line = b"\nid: " + event.id.encode() + b"\n\n"
+    if wrap:
+        body = to_json(envelope_dict(event, 0, data))
+        # Drop '{"filteredIndex":0' so the subscriber's own index can be spliced in front.
+        return body[len(b'{"filteredIndex":0') :] + id_line
+    payload = event.to_dict()
+    if accumulated:
+        payload["data"] = data
+    return _EVENT_PREFIX + to_json(payload) + id_line
+
+
+class WireEvent:
+    """A committed event plus its lazily encoded SSE frames."""
+
+    __slots__ = ("_frames", "event")
+
+    def __init__(self, event: TaskEvent) -> None:
+        self.event = event
+        self._frames: dict[tuple[bool, bool], bytes] = {}
+
+    def frame(self, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
+        acc = accumulated and self.event.has_accumulated
+        key = (wrap, acc)
+        cached = self._frames.get(key)
+        if cached is None:
+            cached = self._frames[key] = _encode(self.event, wrap, acc)
+        if wrap:
+            return _ENVELOPE_PREFIX + str(filtered_index).encode() + cached
+        return cached
+
+
+def done_frame(reason: str) -> bytes:
+    return b"event: taskcast.done\ndata: " + to_json({"reason": reason}) + b"\n\n"
+
+
+def resync_frame(payload: dict[str, Any]) -> bytes:
+    return b"event: taskcast.resync\ndata: " + to_json(payload) + b"\n\n"
+
+
+def retry_frame(ms: int) -> bytes:
+    return b"retry: " + str(ms).encode() + b"\n\n"

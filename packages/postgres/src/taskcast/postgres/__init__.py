@@ -1,0 +1,3 @@
+"""PostgreSQL long-term store with SQL migrations."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Redis broadcast provider and short-term store."""
+
+__all__: list[str] = []

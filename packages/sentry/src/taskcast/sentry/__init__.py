@@ -1,0 +1,3 @@
+"""Sentry integration driven by Taskcast engine hooks."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""FastAPI application: REST + SSE API, auth, webhooks."""
+
+__all__: list[str] = []
