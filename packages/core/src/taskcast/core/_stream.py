@@ -161,17 +161,45 @@ class TaskStream:
                 after = resolved
         self._last = after
         collapser = None if opt.has_cursor else Collapser()
-        remaining = opt.limit
-        terminal: str | None = None
+        self._terminal: str | None = None
+        async for frame in self._pages(collapser, opt.limit):
+            yield frame
+        if collapser is not None:
+            for item in collapser.flush():
+                frame = self._frame(WireEvent(item))
+                if frame is not None:
+                    yield frame
+        if self._terminal is None:
+            task = await engine.get_task(self._task_id)
+            if task is not None and task.is_terminal:
+                # Finished while we replayed (or its last events fell outside the cursor or
+                # limit): nothing can follow a terminal status, so send what is left and end.
+                if opt.limit is None:
+                    async for frame in self._pages(None, None):
+                        yield frame
+                self._terminal = self._terminal or task.status
+            elif opt.limit is not None:
+                # A limited replay skips the backlog beyond the limit; live events continue.
+                self._last = max(self._last, await engine.last_index(self._task_id))
+        if self._terminal is not None:
+            self.end_reason = self._terminal
+            yield done_frame(self._terminal)
+
+    async def _pages(self, collapser: Collapser | None, limit: int | None) -> AsyncIterator[bytes]:
+        """Stored events after ``self._last`` (and the timestamp cursor), page by page."""
+        opt = self._opt
+        remaining = limit
         while True:
             size = opt.page_size if remaining is None else min(opt.page_size, remaining)
-            page = await engine.get_events(
+            if size <= 0:
+                return
+            page = await self._engine.get_events(
                 self._task_id,
                 EventQuery(after_index=self._last, after_timestamp=opt.since_timestamp, limit=size),
             )
             for event in page:
                 self._last = event.index
-                terminal = _terminal_status(event) or terminal
+                self._terminal = _terminal_status(event) or self._terminal
                 ready = collapser.feed(event) if collapser is not None else (event,)
                 for item in ready:
                     frame = self._frame(WireEvent(item))
@@ -179,22 +207,8 @@ class TaskStream:
                         yield frame
             if remaining is not None:
                 remaining -= len(page)
-            if len(page) < size or remaining == 0:
-                break
-        if collapser is not None:
-            for item in collapser.flush():
-                frame = self._frame(WireEvent(item))
-                if frame is not None:
-                    yield frame
-        if terminal is None and remaining == 0:
-            # A limited replay skips the backlog beyond the limit; live events continue.
-            self._last = max(self._last, await engine.last_index(self._task_id))
-            task = await engine.get_task(self._task_id)
-            if task is not None and task.is_terminal:
-                terminal = task.status
-        if terminal is not None:
-            self.end_reason = terminal
-            yield done_frame(terminal)
+            if len(page) < size:
+                return
 
     async def _live(self, sub: Subscriber) -> AsyncIterator[bytes]:
         while True:

@@ -16,5 +16,14 @@ Importing this module needs pytest (it is not a runtime dependency of taskcast-c
 """
 
 from ._contract import BroadcastContract, LongTermStoreContract, ShortTermStoreContract
+from ._sse import Frame, collect, events, parse
 
-__all__ = ["BroadcastContract", "LongTermStoreContract", "ShortTermStoreContract"]
+__all__ = [
+    "BroadcastContract",
+    "Frame",
+    "LongTermStoreContract",
+    "ShortTermStoreContract",
+    "collect",
+    "events",
+    "parse",
+]

@@ -13,6 +13,7 @@ from .._ids import new_id, now_ms
 from .._models import EventDraft, EventQuery, Task, TaskEvent, TaskQuery
 from .._ports import BroadcastProvider, LongTermStore, ShortTermStore
 
+
 def make_task(task_id: str | None = None, **fields: Any) -> Task:
     now = now_ms()
     fields.setdefault("created_at", now)
@@ -21,7 +22,9 @@ def make_task(task_id: str | None = None, **fields: Any) -> Task:
 
 
 def draft(type_: str = "log", data: Any = None, **fields: Any) -> EventDraft:
-    return EventDraft(id=new_id(), timestamp=now_ms(), type=type_, level="info", data=data, **fields)
+    return EventDraft(
+        id=new_id(), timestamp=now_ms(), type=type_, level="info", data=data, **fields
+    )
 
 
 class ShortTermStoreContract:
@@ -247,7 +250,12 @@ class ShortTermStoreContract:
         marker = new_id()
         created = []
         for i, (status, type_) in enumerate(
-            [("pending", "llm.chat"), ("running", "llm.embed"), ("pending", "job"), ("pending", None)]
+            [
+                ("pending", "llm.chat"),
+                ("running", "llm.embed"),
+                ("pending", "job"),
+                ("pending", None),
+            ]
         ):
             task = make_task(f"{marker}-{i}", type=type_, status=status, created_at=1000 + i)
             created.append(task)
@@ -362,7 +370,9 @@ class LongTermStoreContract:
         stored = await long_term.get_events(task.id, EventQuery())
         assert [e.index for e in stored] == [0, 1, 2, 3, 4]
         assert stored[4].to_dict() == events[4].to_dict()
-        assert [e.index for e in await long_term.get_events(task.id, EventQuery(after_index=3))] == [4]
+        assert [
+            e.index for e in await long_term.get_events(task.id, EventQuery(after_index=3))
+        ] == [4]
         await long_term.delete_task(task.id)
         assert await long_term.get_task(task.id) is None
         assert await long_term.get_events(task.id, EventQuery()) == []

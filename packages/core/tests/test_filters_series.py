@@ -1,0 +1,128 @@
+from typing import Any
+
+from taskcast.core import (
+    Collapser,
+    EventDraft,
+    EventFilter,
+    TaskEvent,
+    accumulate,
+    collapse,
+    matches_type,
+    new_id,
+    plan_commit,
+)
+
+
+def ev(index: int, data: Any = None, *, type_: str = "t", **fields: Any) -> TaskEvent:
+    return TaskEvent(
+        id=f"e{index}", task_id="t", index=index, timestamp=index, type=type_, level="info",
+        data=data, **fields,
+    )  # fmt: skip
+
+
+def test_matches_type_patterns() -> None:
+    assert matches_type("llm.delta", None)
+    assert not matches_type("llm.delta", [])
+    assert matches_type("taskcast:status", ["*"])
+    assert matches_type("llm.delta", ["llm.*"])
+    assert matches_type("llm.delta.chunk", ["llm.*"])
+    assert not matches_type("llm", ["llm.*"])
+    assert not matches_type("taskcast:status", ["taskcast.*"])
+    assert matches_type("a", ["b", "a"])
+    assert not matches_type("A", ["a"])
+    assert not matches_type(None, ["a"])
+
+
+def test_event_filter() -> None:
+    status = ev(0, {"status": "running"}, type_="taskcast:status")
+    log = ev(1, type_="log")
+    assert EventFilter().matches(status) and EventFilter().is_everything
+    assert not EventFilter(include_status=False).matches(status)
+    assert EventFilter(include_status=False).matches(log)
+    assert not EventFilter(levels=("error",)).matches(log)
+    assert EventFilter(levels=("info",), types=("log",)).matches(log)
+    assert not EventFilter(types=("other",)).matches(log)
+    assert not EventFilter(types=()).is_everything
+
+
+def test_accumulate_rules() -> None:
+    prev = ev(0, {"delta": "ab", "x": 1}, series_mode="accumulate")
+    assert accumulate(prev, ev(1, {"delta": "c", "y": 2})) == {"delta": "abc", "y": 2}
+    assert accumulate(None, ev(1, {"delta": "c"})) == {"delta": "c"}
+    assert accumulate(prev, ev(1, "plain")) == "plain"
+    assert accumulate(ev(0, {"delta": 1}), ev(1, {"delta": "c"})) == {"delta": "c"}
+    assert accumulate(ev(0, ["x"]), ev(1, {"delta": "c"})) == {"delta": "c"}
+    custom = ev(1, {"text": "d"}, series_acc_field="text")
+    assert accumulate(ev(0, {"text": "c"}), custom) == {"text": "cd"}
+
+
+def test_collapse_runs_keeps_index_order() -> None:
+    acc = {"series_id": "s", "series_mode": "accumulate"}
+    events = [
+        ev(0, {"status": "running"}, type_="taskcast:status"),
+        ev(1, {"delta": "a"}, **acc),
+        ev(2, {"delta": "b"}, **acc),
+        ev(3, "x"),
+        ev(4, {"delta": "c"}, **acc),
+    ]
+    out = collapse(events)
+    assert [e.index for e in out] == [0, 2, 3, 4]
+    assert out[1].data == {"delta": "ab"} and out[1].series_snapshot
+    assert out[3].data == {"delta": "abc"} and out[3].series_snapshot
+    assert out[2].series_snapshot is None
+
+
+def test_collapse_interleaved_series() -> None:
+    a = {"series_id": "a", "series_mode": "accumulate"}
+    b = {"series_id": "b", "series_mode": "accumulate"}
+    out = collapse(
+        [ev(0, {"delta": "1"}, **a), ev(1, {"delta": "x"}, **b), ev(2, {"delta": "2"}, **a)]
+    )
+    assert [(e.index, e.data) for e in out] == [
+        (0, {"delta": "1"}),
+        (1, {"delta": "x"}),
+        (2, {"delta": "12"}),
+    ]
+    collapser = Collapser()
+    assert list(collapser.flush()) == []
+
+
+def test_plan_commit_latest_within_batch() -> None:
+    def d(data: Any, **f: Any) -> EventDraft:
+        return EventDraft(id=new_id(), timestamp=1, type="p", level="info", data=data, **f)
+
+    lat = {"series_id": "p", "series_mode": "latest"}
+    plan = plan_commit(
+        "t", [d(1, **lat), d("k"), d(2, **lat)], next_index=5,
+        series_state=lambda _: ev(3, 0, series_id="p", series_mode="latest"),
+        known_key=lambda _: None,
+    )  # fmt: skip
+    assert [e.index for e in plan.appends] == [6, 7]
+    assert [e.index for e in plan.fresh] == [5, 6, 7]
+    assert plan.replaced == {"p": 3}
+    assert plan.states["p"].index == 7
+    assert plan.next_index == 8
+
+
+def test_plan_commit_accumulate_after_other_mode_resets() -> None:
+    state = ev(0, {"delta": "old"}, series_id="s", series_mode="latest")
+    plan = plan_commit(
+        "t",
+        [EventDraft(id="x", timestamp=1, type="t", level="info", data={"delta": "n"},
+                    series_id="s", series_mode="accumulate")],
+        next_index=1, series_state=lambda _: state, known_key=lambda _: None,
+    )  # fmt: skip
+    assert plan.fresh[0].accumulated == {"delta": "n"}
+
+
+def test_event_dict_round_trip() -> None:
+    event = ev(3, {"a": 1}, series_id="s", series_mode="accumulate", series_snapshot=True)
+    event.accumulated = {"a": 2}
+    wire = event.to_broadcast_dict()
+    assert wire["_accumulatedData"] == {"a": 2}
+    assert wire["seriesSnapshot"] is True
+    back = TaskEvent.from_dict(wire)
+    assert back.accumulated == {"a": 2} and back.to_dict() == event.to_dict()
+    plain = ev(1)
+    assert "seriesId" not in plain.to_dict() and plain.to_dict()["data"] is None
+    assert not plain.has_accumulated
