@@ -71,6 +71,7 @@ class TaskStream:
         self._opt = options
         self._filtered = 0
         self._last = -1
+        self._terminal: str | None = None
         self._accumulated = options.series_format == "accumulated"
         self.end_reason: str | None = None
 
@@ -161,14 +162,13 @@ class TaskStream:
                 after = resolved
         self._last = after
         collapser = None if opt.has_cursor else Collapser()
-        self._terminal: str | None = None
         async for frame in self._pages(collapser, opt.limit):
             yield frame
         if collapser is not None:
             for item in collapser.flush():
-                frame = self._frame(WireEvent(item))
-                if frame is not None:
-                    yield frame
+                out = self._frame(WireEvent(item))
+                if out is not None:
+                    yield out
         if self._terminal is None:
             task = await engine.get_task(self._task_id)
             if task is not None and task.is_terminal:
