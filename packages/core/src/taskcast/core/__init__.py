@@ -38,6 +38,7 @@ from ._models import (
     TaskStatus,
 )
 from ._ports import BroadcastHandler, BroadcastProvider, LongTermStore, ShortTermStore, Unsubscribe
+from ._scheduler import CleanupRule, Scheduler, SchedulerConfig, matches_cleanup_rule
 from ._series import Collapser, CommitPlan, accumulate, collapse, plan_commit
 from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_terminal
 from ._stream import StreamOptions, TaskStream
@@ -60,6 +61,7 @@ __all__ = [
     # Ports and memory adapters
     "BroadcastHandler",
     "BroadcastProvider",
+    "CleanupRule",
     "Collapser",
     "CommitPlan",
     "CommitResult",
@@ -79,6 +81,8 @@ __all__ = [
     "MemoryBroadcast",
     "MemoryLongTermStore",
     "MemoryShortTermStore",
+    "Scheduler",
+    "SchedulerConfig",
     "SeriesMode",
     "ShortTermStore",
     "StaleRevisionError",
@@ -107,6 +111,7 @@ __all__ = [
     "encode_count",
     "envelope_dict",
     "is_terminal",
+    "matches_cleanup_rule",
     "matches_type",
     "new_id",
     "now_ms",

@@ -36,6 +36,7 @@ from ._models import (
     TaskQuery,
 )
 from ._ports import BroadcastProvider, LongTermStore, ShortTermStore
+from ._scheduler import Scheduler, SchedulerConfig
 from ._state_machine import SUSPENDED_STATUSES, can_transition
 
 __all__ = ["DELETED_EVENT", "EngineLimits", "EventInput", "TaskEngine", "TaskInput"]
@@ -120,6 +121,7 @@ class TaskEngine:
         hooks: TaskcastHooks | Sequence[TaskcastHooks] | None = None,
         limits: EngineLimits | None = None,
         queue_limit: int = 10_000,
+        scheduler: SchedulerConfig | None = None,
     ) -> None:
         self.short_term = short_term
         self.broadcast: BroadcastProvider = broadcast or MemoryBroadcast()
@@ -133,6 +135,8 @@ class TaskEngine:
         self.hub = Hub(self.broadcast, queue_limit=queue_limit)
         self._archive_tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self.scheduler_config = scheduler or SchedulerConfig()
+        self._scheduler: Scheduler | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -145,10 +149,22 @@ class TaskEngine:
         if self.long_term is not None:
             await self.long_term.open()
         self._started = True
+        if self.scheduler_config.interval_seconds > 0:
+            self._scheduler = Scheduler(self, self.scheduler_config)
+            self._scheduler.start()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The time-driven worker (TTL, resumeAt, cleanup); usable directly in tests."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self, self.scheduler_config)
+        return self._scheduler
 
     async def stop(self) -> None:
         """End open streams, flush archive writes and close the stores."""
         self.hub.shutdown()
+        if self._scheduler is not None:
+            await self._scheduler.stop()
         if self._archive_tasks:
             await asyncio.gather(*self._archive_tasks, return_exceptions=True)
         if not self._started:
@@ -189,6 +205,7 @@ class TaskEngine:
             result=data.result,
             metadata=data.metadata,
             ttl=data.ttl,
+            deadline_at=now + data.ttl * 1000 if data.ttl is not None else None,
             auth_config=data.auth_config,
             webhooks=data.webhooks,
             cleanup=data.cleanup,
@@ -299,6 +316,14 @@ class TaskEngine:
             changes["error"] = error
         if ttl is not None:
             changes["ttl"] = ttl
+        effective_ttl = ttl if ttl is not None else task.ttl
+        if status == "paused" or status in ("completed", "failed", "timeout", "cancelled"):
+            # The TTL clock stops while paused and restarts in full on leaving pause.
+            changes["deadline_at"] = None
+        elif effective_ttl is not None and (
+            ttl is not None or task.status == "paused" or task.deadline_at is None
+        ):
+            changes["deadline_at"] = now + effective_ttl * 1000
         if status in SUSPENDED_STATUSES:
             if reason is not None:
                 changes["reason"] = reason

@@ -83,6 +83,8 @@ class Task:
     reason: str | None = None
     resume_at: int | None = None
     blocked_request: dict[str, Any] | None = None
+    deadline_at: int | None = None
+    """When ``ttl`` runs out (ms); cleared while paused and once finished."""
 
     @property
     def is_terminal(self) -> bool:

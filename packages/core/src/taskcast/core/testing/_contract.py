@@ -45,6 +45,13 @@ class ShortTermStoreContract:
             assign_mode="external",
             cost=2,
             disconnect_policy="mark",
+            deadline_at=now_ms() + 60_000,
+            reason="r",
+            resume_at=5,
+            blocked_request={"type": "approve", "data": [1]},
+            result={"r": True},
+            error={"message": "m", "code": "c"},
+            completed_at=7,
         )
         await store.create_task(task)
         got = await store.get_task(task.id)

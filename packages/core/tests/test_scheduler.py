@@ -1,0 +1,159 @@
+import asyncio
+from typing import Any
+
+import pytest
+
+from taskcast.core import (
+    CleanupRule,
+    EventInput,
+    MemoryShortTermStore,
+    SchedulerConfig,
+    StreamOptions,
+    TaskcastHooks,
+    TaskEngine,
+    TaskInput,
+    TaskStream,
+    matches_cleanup_rule,
+)
+from taskcast.core.testing import collect, events
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_for_status(engine: TaskEngine, task_id: str, status: str) -> None:
+    for _ in range(300):
+        task = await engine.get_task(task_id)
+        if task is not None and task.status == status:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"task never became {status}")
+
+
+async def test_ttl_times_out_with_live_subscriber() -> None:
+    timeouts: list[str] = []
+    hooks = TaskcastHooks(on_task_timeout=lambda t: timeouts.append(t.id))
+    config = SchedulerConfig(interval_seconds=0.05)
+    async with TaskEngine(
+        short_term=MemoryShortTermStore(), scheduler=config, hooks=hooks
+    ) as engine:
+        task = await engine.create_task(TaskInput(ttl=1))
+        assert task.deadline_at == task.created_at + 1000
+        await engine.transition_task(task.id, "running")
+        frames = await asyncio.wait_for(
+            collect(TaskStream(engine, task.id, StreamOptions()).frames()), 3
+        )
+        assert [e["data"] for e in events(frames)][-1] == {"status": "timeout"}
+        assert frames[-1].data == {"reason": "timeout"}
+        assert timeouts == [task.id]
+        final = await engine.require_task(task.id)
+        assert final.deadline_at is None and final.completed_at is not None
+
+
+async def test_pause_stops_the_clock_and_resume_restarts_it() -> None:
+    async with TaskEngine(
+        short_term=MemoryShortTermStore(), scheduler=SchedulerConfig(interval_seconds=0)
+    ) as engine:
+        task = await engine.create_task(TaskInput(ttl=10))
+        running = await engine.transition_task(task.id, "running")
+        assert running.deadline_at == task.deadline_at
+        paused = await engine.transition_task(task.id, "paused")
+        assert paused.deadline_at is None
+        resumed = await engine.transition_task(task.id, "running")
+        assert (
+            resumed.deadline_at is not None and resumed.deadline_at >= resumed.updated_at + 10_000
+        )
+        extended = await engine.transition_task(task.id, "blocked", ttl=100)
+        assert extended.deadline_at == extended.updated_at + 100_000 and extended.ttl == 100
+        no_ttl = await engine.create_task()
+        assert (await engine.transition_task(no_ttl.id, "running")).deadline_at is None
+
+
+async def test_resume_at_wakes_blocked_task() -> None:
+    async with TaskEngine(
+        short_term=MemoryShortTermStore(), scheduler=SchedulerConfig(interval_seconds=0.02)
+    ) as engine:
+        task = await engine.create_task()
+        await engine.transition_task(task.id, "running")
+        await engine.transition_task(task.id, "blocked", resume_after_ms=50)
+        await wait_for_status(engine, task.id, "running")
+
+
+async def test_two_engines_on_one_store_time_out_once() -> None:
+    store = MemoryShortTermStore()
+    transitions: list[str] = []
+    hooks = TaskcastHooks(on_task_transitioned=lambda t, a, b: transitions.append(b))
+    config = SchedulerConfig(interval_seconds=0.01)
+    async with TaskEngine(short_term=store, scheduler=config, hooks=hooks) as one:
+        async with TaskEngine(short_term=store, scheduler=config, hooks=hooks) as two:
+            task = await one.create_task(TaskInput(ttl=1))
+            await wait_for_status(two, task.id, "timeout")
+            await asyncio.sleep(0.05)
+    assert transitions.count("timeout") == 1
+
+
+def test_cleanup_rule_matching() -> None:
+    from taskcast.core import Task
+
+    done = Task(
+        id="t", status="completed", created_at=0, updated_at=0, completed_at=1000, type="llm.chat"
+    )
+    assert matches_cleanup_rule(done, CleanupRule(after_ms=500), 1500)
+    assert not matches_cleanup_rule(done, CleanupRule(after_ms=501), 1500)
+    assert not matches_cleanup_rule(done, CleanupRule(statuses=("failed",)), 2000)
+    assert matches_cleanup_rule(done, CleanupRule(task_types=("llm.*",)), 2000)
+    assert not matches_cleanup_rule(done, CleanupRule(task_types=("job",)), 2000)
+    assert not matches_cleanup_rule(done, CleanupRule(target="events"), 2000)
+    assert not matches_cleanup_rule(done.copy(status="running"), CleanupRule(), 2000)
+    rule = CleanupRule.from_dict(
+        {
+            "match": {"taskTypes": ["a"], "status": ["completed"]},
+            "trigger": {"afterMs": 5},
+            "target": "task",
+        }
+    )
+    assert rule == CleanupRule(
+        task_types=("a",), statuses=("completed",), after_ms=5, target="task"
+    )
+
+
+async def test_cleanup_deletes_exactly_the_matching_tasks() -> None:
+    global_rule = CleanupRule(task_types=("tmp.*",), after_ms=0)
+    config = SchedulerConfig(interval_seconds=0, cleanup_rules=[global_rule])
+    async with TaskEngine(short_term=MemoryShortTermStore(), scheduler=config) as engine:
+        per_task: dict[str, Any] = {
+            "rules": [{"trigger": {"afterMs": 0}}, {"trigger": {"afterMs": "x"}}, "junk"]
+        }
+        a = await engine.create_task(TaskInput(type="tmp.x"))
+        b = await engine.create_task(TaskInput(type="keep"))
+        c = await engine.create_task(TaskInput(type="keep", cleanup=per_task))
+        d = await engine.create_task(TaskInput(type="tmp.y"))  # not finished
+        for t in (a, b, c):
+            await engine.transition_task(t.id, "cancelled")
+        await engine.publish_event(d.id, EventInput(type="x"))
+        await engine.scheduler.cleanup()
+        assert await engine.get_task(a.id) is None
+        assert await engine.get_task(b.id) is not None
+        assert await engine.get_task(c.id) is None
+        assert await engine.get_task(d.id) is not None
+        assert await engine.get_events(a.id) == []
+
+
+async def test_scheduler_survives_store_errors() -> None:
+    errors: list[str] = []
+
+    class Flaky(MemoryShortTermStore):
+        calls = 0
+
+        async def list_tasks(self, query: Any) -> Any:
+            Flaky.calls += 1
+            if Flaky.calls <= 2:
+                raise RuntimeError("store hiccup")
+            return await super().list_tasks(query)
+
+    hooks = TaskcastHooks(on_unhandled_error=lambda exc, ctx: errors.append(ctx["operation"]))
+    async with TaskEngine(
+        short_term=Flaky(), hooks=hooks, scheduler=SchedulerConfig(interval_seconds=0.01)
+    ) as engine:
+        task = await engine.create_task(TaskInput(ttl=1))
+        await wait_for_status(engine, task.id, "timeout")
+    assert errors[:1] == ["scheduler"]
