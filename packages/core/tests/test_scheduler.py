@@ -83,11 +83,13 @@ async def test_two_engines_on_one_store_time_out_once() -> None:
     transitions: list[str] = []
     hooks = TaskcastHooks(on_task_transitioned=lambda t, a, b: transitions.append(b))
     config = SchedulerConfig(interval_seconds=0.01)
-    async with TaskEngine(short_term=store, scheduler=config, hooks=hooks) as one:
-        async with TaskEngine(short_term=store, scheduler=config, hooks=hooks) as two:
-            task = await one.create_task(TaskInput(ttl=1))
-            await wait_for_status(two, task.id, "timeout")
-            await asyncio.sleep(0.05)
+    async with (
+        TaskEngine(short_term=store, scheduler=config, hooks=hooks) as one,
+        TaskEngine(short_term=store, scheduler=config, hooks=hooks) as two,
+    ):
+        task = await one.create_task(TaskInput(ttl=1))
+        await wait_for_status(two, task.id, "timeout")
+        await asyncio.sleep(0.05)
     assert transitions.count("timeout") == 1
 
 

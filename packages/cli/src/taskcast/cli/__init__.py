@@ -1,3 +1,60 @@
-"""The `taskcast` command: server, migrations and client commands."""
+"""The ``taskcast`` command: run the server, resolve its configuration, talk to a server.
 
-__all__: list[str] = []
+The command is :func:`main`; the configuration it resolves (flags > environment > file >
+defaults) is a :class:`TaskcastSettings`, which :func:`build` turns into an engine and an
+application. ``taskcast.cli._app:build_app`` is the application factory uvicorn's worker
+processes call.
+"""
+
+from ._build import Built, build, build_engine
+from ._errors import ConfigFileError, SettingsError, StartupError
+from ._files import CONFIG_FILE_NAMES, find_config_file, interpolate, load_config_file
+from ._logging import logging_config
+from ._main import app, main
+from ._serve import TaskcastServer, serve
+from ._settings import (
+    ENV_VARS,
+    AdapterSettings,
+    AdaptersSettings,
+    AuthSettings,
+    JwtSettings,
+    LimitsSettings,
+    PostgresSettings,
+    RedisSettings,
+    TaskcastSettings,
+    default_db_path,
+    load_settings,
+    resolve_settings,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONFIG_FILE_NAMES",
+    "ENV_VARS",
+    "AdapterSettings",
+    "AdaptersSettings",
+    "AuthSettings",
+    "Built",
+    "ConfigFileError",
+    "JwtSettings",
+    "LimitsSettings",
+    "PostgresSettings",
+    "RedisSettings",
+    "SettingsError",
+    "StartupError",
+    "TaskcastServer",
+    "TaskcastSettings",
+    "app",
+    "build",
+    "build_engine",
+    "default_db_path",
+    "find_config_file",
+    "interpolate",
+    "load_config_file",
+    "load_settings",
+    "logging_config",
+    "main",
+    "resolve_settings",
+    "serve",
+]

@@ -1,3 +1,44 @@
-"""Subscribe to Taskcast task streams with automatic resume."""
+"""Subscribe to Taskcast task streams with automatic resume.
 
-__all__: list[str] = []
+Speaks HTTP only (httpx + httpx-sse) and does not depend on ``taskcast-core``::
+
+    from taskcast.client import AsyncTaskcastClient
+
+    async with AsyncTaskcastClient("http://127.0.0.1:3721") as client:
+        async with client.subscribe(task_id) as subscription:
+            async for event in subscription:
+                print(event.type, event.data)
+        print("done:", subscription.done_reason)
+"""
+
+from ._async import DEFAULT_BASE_URL, AsyncSubscription, AsyncTaskcastClient
+from ._errors import (
+    ForbiddenError,
+    NotFoundError,
+    StreamInterruptedError,
+    TaskcastClientError,
+    TaskcastHTTPError,
+    UnauthorizedError,
+)
+from ._models import ReconnectConfig, Resync, StreamEvent, SubscribeOptions
+from ._sync import Subscription, TaskcastClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AsyncSubscription",
+    "AsyncTaskcastClient",
+    "ForbiddenError",
+    "NotFoundError",
+    "ReconnectConfig",
+    "Resync",
+    "StreamEvent",
+    "StreamInterruptedError",
+    "SubscribeOptions",
+    "Subscription",
+    "TaskcastClient",
+    "TaskcastClientError",
+    "TaskcastHTTPError",
+    "UnauthorizedError",
+]

@@ -1,3 +1,43 @@
-"""PostgreSQL long-term store with SQL migrations."""
+"""PostgreSQL long-term store for Taskcast, with SQL migrations and a background archive writer.
 
-__all__: list[str] = []
+* :class:`PostgresLongTermStore` implements :class:`taskcast.core.LongTermStore`.
+* :class:`ArchiveWriter` wraps any long-term store so archive writes never block or fail the
+  publisher: they queue in memory, are batched, and are retried while the database is down.
+* :func:`pending_migrations`, :func:`apply_migrations` and :func:`run_migrate_command` manage
+  the schema (sqlx-compatible ``_sqlx_migrations`` history).
+"""
+
+from ._errors import (
+    ChecksumMismatchError,
+    DirtyMigrationError,
+    MigrationError,
+    UnknownMigrationError,
+)
+from ._migrations import (
+    Migration,
+    MigrationProgress,
+    apply_migrations,
+    load_migrations,
+    migrate_command,
+    pending_migrations,
+    run_migrate_command,
+)
+from ._store import PostgresLongTermStore
+from ._writer import ArchiveWriter, RetryPolicy
+
+__all__ = [
+    "ArchiveWriter",
+    "ChecksumMismatchError",
+    "DirtyMigrationError",
+    "Migration",
+    "MigrationError",
+    "MigrationProgress",
+    "PostgresLongTermStore",
+    "RetryPolicy",
+    "UnknownMigrationError",
+    "apply_migrations",
+    "load_migrations",
+    "migrate_command",
+    "pending_migrations",
+    "run_migrate_command",
+]

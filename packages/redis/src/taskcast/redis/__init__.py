@@ -1,3 +1,21 @@
-"""Redis broadcast provider and short-term store."""
+"""Redis broadcast provider and short-term store for Taskcast.
 
-__all__: list[str] = []
+:class:`RedisShortTermStore` commits events in one Lua script (index allocation, append,
+series state and the PUBLISH), so any number of server processes can share one Redis;
+:class:`RedisBroadcast` keeps one pub/sub connection per process and fans out in-process.
+"""
+
+from ._broadcast import BroadcastState, ReconnectBackoff, RedisBroadcast
+from ._keys import KeySpace, TaskKeys
+from ._scripts import script_source
+from ._store import RedisShortTermStore
+
+__all__ = [
+    "BroadcastState",
+    "KeySpace",
+    "ReconnectBackoff",
+    "RedisBroadcast",
+    "RedisShortTermStore",
+    "TaskKeys",
+    "script_source",
+]

@@ -1,3 +1,74 @@
-"""Sync and async REST client for Taskcast servers."""
+"""Sync and async REST client for Taskcast servers.
 
-__all__: list[str] = []
+Speaks HTTP only (httpx) and does not depend on ``taskcast-core``::
+
+    from taskcast.server_sdk import TaskcastServerClient
+
+    with TaskcastServerClient("http://127.0.0.1:3721") as client:
+        task = client.create_task(type="llm.chat")
+        with client.run(task.id) as run:
+            run.publish_stream(["Hello", ", ", "world"])
+"""
+
+from ._async_client import AsyncTaskcastServerClient, AsyncTaskRun
+from ._calls import RetryConfig
+from ._client import DEFAULT_BASE_URL, TaskcastServerClient, TaskRun
+from ._errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServerError,
+    ServiceUnavailableError,
+    TaskcastHTTPError,
+    TaskcastTransportError,
+    UnauthorizedError,
+)
+from ._models import (
+    BlockedRequest,
+    EventInput,
+    Health,
+    Level,
+    PublishStreamResult,
+    SeriesMode,
+    ServerInfo,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskPage,
+    TaskStatus,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AsyncTaskRun",
+    "AsyncTaskcastServerClient",
+    "BadRequestError",
+    "BlockedRequest",
+    "ConflictError",
+    "EventInput",
+    "ForbiddenError",
+    "Health",
+    "Level",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PublishStreamResult",
+    "RetryConfig",
+    "SeriesMode",
+    "ServerError",
+    "ServerInfo",
+    "ServiceUnavailableError",
+    "Task",
+    "TaskError",
+    "TaskEvent",
+    "TaskPage",
+    "TaskRun",
+    "TaskStatus",
+    "TaskcastHTTPError",
+    "TaskcastServerClient",
+    "TaskcastTransportError",
+    "UnauthorizedError",
+]

@@ -1,3 +1,18 @@
-"""Embedded SQLite short- and long-term store (the CLI's default)."""
+"""Taskcast's embedded SQLite store: one file holds tasks, events and their history.
 
-__all__: list[str] = []
+``SQLiteStore`` implements :class:`taskcast.core.ShortTermStore`; it is the CLI's default
+storage::
+
+    from taskcast.core import TaskEngine
+    from taskcast.sqlite import SQLiteStore
+
+    engine = TaskEngine(short_term=SQLiteStore("data/taskcast.db"))
+"""
+
+from ._migrations import MIGRATIONS, SCHEMA_VERSION
+from ._store import SQLiteStore
+from ._writer import WriterStats
+
+__version__ = "0.1.0"
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "WriterStats"]
