@@ -50,6 +50,8 @@ def page_tasks(tasks: list[Task], query: TaskQuery) -> TaskPage:
         after = query.after
         selected = [t for t in selected if (t.created_at, t.id) > after]
     if query.limit is not None and len(selected) > query.limit:
+        if query.limit <= 0:
+            return TaskPage(tasks=[])
         page = selected[: query.limit]
         return TaskPage(tasks=page, next_after=(page[-1].created_at, page[-1].id))
     return TaskPage(tasks=selected)
@@ -130,7 +132,8 @@ class MemoryShortTermStore:
         if plan.replaced:
             gone = set(plan.replaced.values())
             slot.events = [e for e in slot.events if e.index not in gone]
-        slot.events.extend(e.copy() for e in plan.appends)
+        # Stored events never keep the transient accumulated value (other stores cannot).
+        slot.events.extend(TaskEvent.from_dict(e.to_dict()) for e in plan.appends)
         slot.series.update(plan.states)
         for event in plan.fresh:
             slot.cursors[event.id] = event.index

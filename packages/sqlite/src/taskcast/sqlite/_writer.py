@@ -1,0 +1,234 @@
+"""The writer thread: every write of the store, with group commit.
+
+Callers on any event loop submit jobs; the thread takes all jobs waiting, runs them in one
+``BEGIN IMMEDIATE ... COMMIT`` (one fsync-free WAL append for the whole group) with a
+savepoint per job, so a job that raises rolls back only itself. Only after ``COMMIT``
+returns are the callers' futures resolved, through ``call_soon_threadsafe`` and in commit
+order: the engine broadcasts in the order its commits complete, so completion order must
+be index order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskcast.core import StorageUnavailableError, TaskcastError
+
+__all__ = ["Job", "Writer", "WriterStats", "storage_error"]
+
+logger = logging.getLogger(__name__)
+
+
+def storage_error(exc: sqlite3.Error, context: str) -> StorageUnavailableError:
+    """The Taskcast error for a failed SQLite call (the cause stays chained)."""
+    error = StorageUnavailableError("sqlite", f"{context}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class WriterStats:
+    """Counters of the writer thread since the store was opened."""
+
+    transactions: int = 0
+    """Committed write transactions (groups)."""
+    jobs: int = 0
+    """Write operations run (succeeded or raised)."""
+    largest_group: int = 0
+    """The most operations one transaction carried."""
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One write: ``fn(conn)`` runs on the writer thread; its outcome settles ``future``."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Resolve futures on their loop, in the given (commit) order."""
+    for future, result, error in outcomes:
+        if future.done():  # the caller was cancelled; the write happened anyway
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class Writer:
+    """Owns the write connection and the thread that uses it."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_group: int) -> None:
+        self._connect = connect
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._main, name="taskcast-sqlite-writer", daemon=True
+        )
+        self._stats = WriterStats()
+        self._ready: Job | None = None
+        self._closed: Job | None = None
+
+    @property
+    def stats(self) -> WriterStats:
+        return self._stats
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    async def start(self, setup: Callable[[sqlite3.Connection], Any]) -> None:
+        """Start the thread; it connects and runs ``setup``; raise what they raised."""
+        loop = asyncio.get_running_loop()
+        self._ready = Job(setup, loop, loop.create_future())
+        self._thread.start()
+        await self._ready.future
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    async def stop(self) -> None:
+        """Finish the jobs already submitted, then close the connection and end the thread."""
+        if not self._thread.is_alive():
+            return
+        loop = asyncio.get_running_loop()
+        self._closed = Job(lambda conn: None, loop, loop.create_future())
+        self._queue.put(None)
+        await self._closed.future
+
+    # -- thread ----------------------------------------------------------------------
+
+    def _main(self) -> None:
+        ready = self._ready
+        assert ready is not None
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._call(ready.loop, [(ready.future, None, exc)])
+            return
+        try:
+            result = ready.fn(conn)
+        except BaseException as exc:
+            conn.close()
+            self._call(ready.loop, [(ready.future, None, exc)])
+            return
+        self._call(ready.loop, [(ready.future, result, None)])
+        try:
+            self._loop(conn)
+        finally:
+            conn.close()
+            self._fail_leftovers()
+            closed = self._closed
+            if closed is not None:
+                self._call(closed.loop, [(closed.future, None, None)])
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < self._max_group:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                group.append(job)
+            self._run_group(conn, group)
+            if stop:
+                return
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[Job]) -> None:
+        try:
+            outcomes = self._transaction(conn, group)
+        except sqlite3.Error as exc:
+            # BEGIN or COMMIT failed (lock timeout, I/O error, full disk): nothing of the
+            # group is committed, so every caller gets the error.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # pragma: no cover - the rollback itself failed
+                    logger.exception("rollback failed")
+            logger.warning("sqlite write transaction failed: %s", exc)
+            outcomes = [(job.future, None, storage_error(exc, "write failed")) for job in group]
+        else:
+            self._stats = WriterStats(
+                transactions=self._stats.transactions + 1,
+                jobs=self._stats.jobs + len(group),
+                largest_group=max(self._stats.largest_group, len(group)),
+            )
+        # One callback per loop keeps the resolution order of each loop's futures.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for job, outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(job.loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            self._call(loop, items)
+
+    def _transaction(self, conn: sqlite3.Connection, group: list[Job]) -> list[_Outcome]:
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[_Outcome] = []
+        for job in group:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn)
+            except TaskcastError as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job.future, None, exc))
+                continue
+            except sqlite3.Error as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (e.g. SQLITE_FULL): the jobs
+                    # before this one are lost too, so fail the group.
+                    raise
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job.future, None, storage_error(exc, "write failed")))
+                continue
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                logger.exception("unexpected error in a sqlite write")
+                outcomes.append((job.future, None, exc))
+                continue
+            conn.execute("RELEASE job")
+            outcomes.append((job.future, result, None))
+        conn.execute("COMMIT")
+        return outcomes
+
+    def _fail_leftovers(self) -> None:
+        # Jobs that raced with stop(): the connection is gone, answer them instead of
+        # leaving their callers waiting forever.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                error = StorageUnavailableError("sqlite", "store is closed")
+                self._call(job.loop, [(job.future, None, error)])
+
+    @staticmethod
+    def _call(loop: asyncio.AbstractEventLoop, items: list[_Outcome]) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:
+            # The caller's loop is closed; nobody is waiting for these any more.
+            logger.debug("dropping %d results for a closed event loop", len(items))
