@@ -1,0 +1,476 @@
+"""A background archive writer: archive writes never block, fail or slow the publisher.
+
+The engine hands the long-term store every committed event. Written inline, a slow or
+unreachable PostgreSQL would slow publishing or lose events. :class:`ArchiveWriter` wraps any
+:class:`~taskcast.core.LongTermStore` and implements the same protocol, so it plugs into
+``TaskEngine(long_term=...)`` unchanged; its writes only enqueue. One loop drains the queue
+in batches; while the store is unreachable it retries with capped exponential backoff and
+keeps everything queued. The queue is in memory: a crash loses it, which is why
+:meth:`ArchiveWriter.reconcile` can rebuild what is missing from the hot store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from taskcast.core import (
+    ConfigError,
+    EventQuery,
+    LongTermStore,
+    MemoryLongTermStore,
+    ShortTermStore,
+    StorageUnavailableError,
+    Task,
+    TaskEvent,
+    TaskQuery,
+    UsageError,
+)
+
+__all__ = ["ArchiveWriter", "RetryPolicy"]
+
+logger = logging.getLogger(__name__)
+
+WriterState = Literal["stopped", "healthy", "retrying"]
+DropHandler = Callable[[Sequence[TaskEvent], str], Awaitable[None] | None]
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class RetryPolicy:
+    """Backoff between failed write attempts: capped exponential with equal jitter."""
+
+    initial: float = 0.1
+    """Seconds before the first retry."""
+    maximum: float = 5.0
+    """Longest wait between attempts."""
+    multiplier: float = 2.0
+    max_attempts: int = 8
+    """Attempts for a write failing with an unexpected error (neither an outage, which is
+    retried for as long as it lasts, nor data the store rejects, which is dropped at once)."""
+
+    def delay(self, failures: int) -> float:
+        cap = min(self.maximum, self.initial * self.multiplier ** max(failures - 1, 0))
+        return cap / 2 + random.random() * cap / 2
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """Pending writes of one task: its newest snapshot and events by id (arrival order)."""
+
+    task_id: str
+    task: Task | None = None
+    events: dict[str, TaskEvent] = field(default_factory=dict)
+    cancelled: bool = False
+    parent: _Entry | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + (self.task is not None)
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancelled or (self.parent is not None and self.parent.is_cancelled)
+
+
+def _newer(candidate: Task, current: Task) -> bool:
+    """Whether ``candidate`` should replace ``current`` (terminal wins, then updated_at)."""
+    if candidate.is_terminal != current.is_terminal:
+        return candidate.is_terminal
+    return candidate.updated_at >= current.updated_at
+
+
+def _is_outage(exc: BaseException) -> bool:
+    # ConfigError is what a store raises when its schema is missing: it is retried, so
+    # nothing is lost while an operator runs the migrations.
+    return isinstance(exc, StorageUnavailableError | ConfigError | OSError | TimeoutError)
+
+
+class ArchiveWriter:
+    """Queue archive writes in memory and write them in the background, retrying outages.
+
+    Args:
+        long_term: The store written to (for example a ``PostgresLongTermStore``).
+        max_batch: Most writes (events plus task snapshots) per attempt.
+        retry: Backoff between attempts.
+        drain_timeout: Seconds :meth:`close` waits for the backlog to be written.
+        on_drop: Called (and awaited if it returns an awaitable) with events that were
+            given up on and the reason (data the store rejects, or a write failing
+            ``retry.max_attempts`` times with an unexpected error). Never called for an
+            outage: those writes wait. Wire it to the engine's ``on_event_dropped`` hook.
+
+    Also a :class:`~taskcast.core.LongTermStore`: ``save_task``/``save_events`` enqueue and
+    return at once (never raising); reads include writes still queued; ``delete_task``
+    discards queued writes of the task and deletes it from the store.
+    """
+
+    def __init__(
+        self,
+        long_term: LongTermStore,
+        *,
+        max_batch: int = 2000,
+        retry: RetryPolicy | None = None,
+        drain_timeout: float = 10.0,
+        on_drop: DropHandler | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise UsageError(f"max_batch must be at least 1, not {max_batch}")
+        self.long_term = long_term
+        self.name = long_term.name
+        self.max_batch = max_batch
+        self.retry = retry or RetryPolicy()
+        self.drain_timeout = drain_timeout
+        self.on_drop = on_drop
+        self._queue: dict[str, _Entry] = {}
+        self._inflight: list[_Entry] = []
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._state: WriterState = "stopped"
+        self._failures = 0
+        self._last_error: str | None = None
+        self._written = 0
+        self._dropped = 0
+
+    # -- status ----------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Writes (events and task snapshots) accepted but not yet stored."""
+        return sum(e.size for e in self._inflight if not e.is_cancelled) + sum(
+            e.size for e in self._queue.values()
+        )
+
+    @property
+    def state(self) -> WriterState:
+        """``healthy`` (writing normally), ``retrying`` (the store is failing), ``stopped``."""
+        return self._state
+
+    def health(self) -> dict[str, Any]:
+        """For ``/health/detail``: state, backlog and counters."""
+        return {
+            "provider": self.name,
+            "state": self._state,
+            "degraded": self._state == "retrying",
+            "backlog": self.backlog,
+            "consecutiveFailures": self._failures,
+            "lastError": self._last_error,
+            "written": self._written,
+            "dropped": self._dropped,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the wrapped store and start the background loop (idempotent)."""
+        if self._runner is not None:
+            return
+        await self.long_term.open()
+        self._stopping = False
+        self._state = "healthy"
+        self._runner = asyncio.create_task(self._run(), name="taskcast-archive-writer")
+
+    async def close(self) -> None:
+        """Drain (up to ``drain_timeout``), stop the loop and close the wrapped store."""
+        await self.stop()
+        await self.long_term.close()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Write the backlog (waiting up to ``timeout``, default ``drain_timeout``), then stop.
+
+        What is still queued after the timeout is lost from memory (logged); the hot store
+        still has it, and :meth:`reconcile` restores it later.
+        """
+        runner = self._runner
+        if runner is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(runner), self.drain_timeout if timeout is None else timeout
+            )
+        except TimeoutError:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            left = self.backlog
+            logger.error(
+                "archive writer stopped with %d writes not stored (%s)", left, self._last_error
+            )
+        self._runner = None
+        self._state = "stopped"
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything accepted so far is stored; False on timeout or if stopped."""
+        if self._runner is None:
+            return self.backlog == 0
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- writes ----------------------------------------------------------------------
+
+    def submit(self, task: Task | None, events: Iterable[TaskEvent] = ()) -> None:
+        """Queue a task snapshot and/or events. Never blocks, never raises."""
+        try:
+            if task is not None:
+                entry = self._entry(task.id)
+                if entry.task is None or _newer(task, entry.task):
+                    entry.task = task
+            for event in events:
+                self._entry(event.task_id).events.setdefault(event.id, event)
+        except Exception:  # pragma: no cover - defensive: a publisher must never see this
+            logger.exception("archive writer could not queue a write")
+            return
+        self._idle.clear()
+        self._wake.set()
+
+    def _entry(self, task_id: str) -> _Entry:
+        entry = self._queue.get(task_id)
+        if entry is None:
+            entry = self._queue[task_id] = _Entry(task_id)
+        return entry
+
+    async def save_task(self, task: Task) -> None:
+        self.submit(task)
+
+    async def save_events(self, events: Sequence[TaskEvent]) -> None:
+        self.submit(None, events)
+
+    async def delete_task(self, task_id: str) -> None:
+        """Forget queued writes of the task and delete it from the store."""
+        async with self._lock:
+            self._queue.pop(task_id, None)
+            for entry in self._inflight:
+                if entry.task_id == task_id:
+                    entry.cancelled = True
+            await self.long_term.delete_task(task_id)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _pending(self, task_id: str) -> list[_Entry]:
+        found = [e for e in self._inflight if e.task_id == task_id and not e.is_cancelled]
+        queued = self._queue.get(task_id)
+        if queued is not None:
+            found.append(queued)
+        return found
+
+    async def ping(self) -> None:
+        await self.long_term.ping()
+
+    async def get_task(self, task_id: str) -> Task | None:
+        newest: Task | None = None
+        for entry in self._pending(task_id):
+            if entry.task is not None and (newest is None or _newer(entry.task, newest)):
+                newest = entry.task
+        if newest is not None:
+            return newest.copy()
+        return await self.long_term.get_task(task_id)
+
+    async def get_events(self, task_id: str, query: EventQuery) -> list[TaskEvent]:
+        pending = [ev for entry in self._pending(task_id) for ev in entry.events.values()]
+        if not pending:
+            return await self.long_term.get_events(task_id, query)
+        stored = await self.long_term.get_events(
+            task_id,
+            EventQuery(after_index=query.after_index, after_timestamp=query.after_timestamp),
+        )
+        # The in-memory archive applies the same rules (dedupe by id, latest series).
+        merged = MemoryLongTermStore()
+        await merged.save_events(sorted([*stored, *pending], key=lambda e: e.index))
+        return await merged.get_events(task_id, query)
+
+    # -- recovery --------------------------------------------------------------------
+
+    async def reconcile(
+        self,
+        short_term: ShortTermStore,
+        task_ids: Iterable[str] | None = None,
+        *,
+        page_size: int = 500,
+    ) -> int:
+        """Queue whatever the hot store holds that the archive lacks; return events queued.
+
+        Run at startup to recover writes an earlier process accepted but never stored (a
+        crash loses the in-memory queue; the hot store still has the data). Without
+        ``task_ids``, every task of the hot store is compared.
+        """
+        if task_ids is None:
+            ids: list[str] = []
+            after: tuple[int, str] | None = None
+            while True:
+                page = await short_term.list_tasks(TaskQuery(limit=page_size, after=after))
+                ids.extend(t.id for t in page.tasks)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+        else:
+            ids = list(task_ids)
+        queued = 0
+        for task_id in ids:
+            task = await short_term.get_task(task_id)
+            if task is None:
+                continue
+            archived_task = await self.long_term.get_task(task_id)
+            hot = await short_term.get_events(task_id, EventQuery())
+            archived = {e.id for e in await self.long_term.get_events(task_id, EventQuery())}
+            missing = [e for e in hot if e.id not in archived]
+            if archived_task is None or archived_task.to_dict() != task.to_dict() or missing:
+                self.submit(task, missing)
+                queued += len(missing)
+        if queued:
+            logger.info("archive reconcile queued %d missing events", queued)
+        return queued
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take()
+            self._inflight = batch
+            try:
+                await self._deliver(batch)
+            except asyncio.CancelledError:
+                self._requeue(batch)
+                raise
+            finally:
+                self._inflight = []
+
+    def _requeue(self, batch: list[_Entry]) -> None:
+        """Put an interrupted batch back at the head of the queue (so it is still counted)."""
+        queue: dict[str, _Entry] = {}
+        for entry in [*batch, *self._queue.values()]:
+            if entry.is_cancelled:
+                continue
+            head = queue.get(entry.task_id)
+            if head is None:
+                queue[entry.task_id] = entry
+                continue
+            if entry.task is not None and (head.task is None or _newer(entry.task, head.task)):
+                head.task = entry.task
+            for event_id, event in entry.events.items():
+                head.events.setdefault(event_id, event)
+        self._queue = queue
+
+    def _take(self) -> list[_Entry]:
+        batch: list[_Entry] = []
+        count = 0
+        while self._queue and count < self.max_batch:
+            task_id, entry = next(iter(self._queue.items()))
+            room = self.max_batch - count
+            if len(entry.events) <= room:
+                del self._queue[task_id]
+                batch.append(entry)
+                count += entry.size
+                continue
+            # Too many events for this batch: send the first ones (with the snapshot, which
+            # must precede the events) and leave the rest queued in order.
+            ids = list(entry.events)[:room]
+            part = _Entry(task_id, task=entry.task, events={i: entry.events.pop(i) for i in ids})
+            entry.task = None
+            batch.append(part)
+            break
+        return batch
+
+    async def _deliver(self, entries: list[_Entry]) -> None:
+        """Store entries: outages are retried until they end; bad data is isolated and dropped."""
+        failures = 0
+        while True:
+            live = [e for e in entries if not e.is_cancelled]
+            if not live:
+                return
+            try:
+                async with self._lock:
+                    live = [e for e in entries if not e.is_cancelled]
+                    await self._write(live)
+            except Exception as exc:
+                if _is_outage(exc):
+                    failures += 1
+                    await self._backoff(failures, exc)
+                    continue
+                units = _split(live)
+                if len(units) > 1:
+                    # One bad write must not hold back the others: retry them one by one.
+                    for unit in units:
+                        await self._deliver(unit)
+                    return
+                failures += 1
+                if isinstance(exc, UsageError) or failures >= self.retry.max_attempts:
+                    await self._drop(live, exc)
+                    return
+                await self._backoff(failures, exc)
+                continue
+            self._succeeded(live)
+            return
+
+    async def _write(self, entries: list[_Entry]) -> None:
+        for entry in entries:
+            if entry.task is not None:
+                await self.long_term.save_task(entry.task)
+        events = [ev for entry in entries for ev in entry.events.values()]
+        if events:
+            await self.long_term.save_events(events)
+
+    async def _backoff(self, failures: int, exc: BaseException) -> None:
+        if self._state != "retrying":
+            logger.warning("archive writes failing, will retry: %r", exc)
+        self._state = "retrying"
+        self._failures = failures
+        self._last_error = repr(exc)
+        await asyncio.sleep(self.retry.delay(failures))
+
+    def _succeeded(self, entries: list[_Entry]) -> None:
+        if self._state == "retrying":
+            logger.info("archive writes succeed again; backlog %d", self.backlog)
+        self._state = "healthy"
+        self._failures = 0
+        self._written += sum(e.size for e in entries)
+
+    async def _drop(self, entries: list[_Entry], exc: BaseException) -> None:
+        events = [ev for entry in entries for ev in entry.events.values()]
+        self._dropped += sum(e.size for e in entries)
+        self._last_error = repr(exc)
+        logger.error(
+            "archive gave up on %d writes of task(s) %s: %r",
+            sum(e.size for e in entries),
+            ", ".join(e.task_id for e in entries),
+            exc,
+        )
+        if self.on_drop is not None and events:
+            try:
+                result = self.on_drop(events, str(exc))
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("archive on_drop handler failed")
+
+
+def _split(entries: list[_Entry]) -> list[list[_Entry]]:
+    """Smaller units to retry separately, or a single unit when nothing can be split."""
+    if len(entries) > 1:
+        return [[e] for e in entries]
+    (entry,) = entries
+    if entry.size <= 1:
+        return [entries]
+    units: list[list[_Entry]] = []
+    if entry.task is not None:
+        units.append([_Entry(entry.task_id, task=entry.task, parent=entry)])
+    for event_id, event in entry.events.items():
+        units.append([_Entry(entry.task_id, events={event_id: event}, parent=entry)])
+    return units

@@ -1,0 +1,376 @@
+"""ArchiveWriter semantics, against an in-memory store that can fail on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from taskcast.core import (
+    EventDraft,
+    EventQuery,
+    InvalidInputError,
+    LongTermStore,
+    MemoryLongTermStore,
+    MemoryShortTermStore,
+    StorageUnavailableError,
+    Task,
+    TaskEvent,
+    UsageError,
+    new_id,
+)
+from taskcast.postgres import ArchiveWriter, RetryPolicy
+
+pytestmark = pytest.mark.anyio
+
+FAST = RetryPolicy(initial=0.001, maximum=0.005, max_attempts=3)
+
+
+class FlakyStore(MemoryLongTermStore):
+    """Memory archive that fails while ``down``, raises queued errors, rejects ``"poison"``."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.writes_down = False
+        self.errors: list[BaseException] = []
+        self.batches: list[int] = []
+        self.opened = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def close(self) -> None:
+        self.opened = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailableError("flaky")
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def ping(self) -> None:
+        self._check()
+
+    def _check_write(self) -> None:
+        self._check()
+        if self.writes_down:
+            raise StorageUnavailableError("flaky", "read-only")
+
+    async def save_task(self, task: Task) -> None:
+        self._check_write()
+        if task.metadata == {"poison": True}:
+            raise InvalidInputError("bad task")
+        await super().save_task(task)
+
+    async def save_events(self, events: Sequence[TaskEvent]) -> None:
+        self._check_write()
+        if any(e.data == "poison" for e in events):
+            raise InvalidInputError("bad data")
+        self.batches.append(len(events))
+        await super().save_events(events)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        self._check()
+        return await super().get_task(task_id)
+
+    async def get_events(self, task_id: str, query: EventQuery) -> list[TaskEvent]:
+        self._check()
+        return await super().get_events(task_id, query)
+
+
+def make_task(task_id: str | None = None, **fields: Any) -> Task:
+    fields.setdefault("created_at", 1)
+    fields.setdefault("updated_at", 1)
+    return Task(id=task_id or new_id(), **fields)
+
+
+def ev(task_id: str, index: int, data: Any = None, **fields: Any) -> TaskEvent:
+    return EventDraft(
+        id=new_id(), timestamp=1000 + index, type="t", level="info", data=data, **fields
+    ).at(task_id, index)
+
+
+@pytest.fixture
+def flaky() -> FlakyStore:
+    return FlakyStore()
+
+
+@pytest.fixture
+async def writer(flaky: FlakyStore) -> AsyncIterator[ArchiveWriter]:
+    w = ArchiveWriter(flaky, retry=FAST, max_batch=4)
+    await w.open()
+    yield w
+    await w.close()
+
+
+async def wait_for(predicate: Any) -> None:
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not met")
+
+
+async def test_writes_in_batches(flaky: FlakyStore, writer: ArchiveWriter) -> None:
+    assert isinstance(writer, LongTermStore)
+    assert writer.name == "flaky" and flaky.opened
+    task = make_task()
+    events = [ev(task.id, i, i) for i in range(10)]
+    writer.submit(task, events)
+    assert writer.backlog == 11
+    assert await writer.flush(timeout=5)
+    assert writer.backlog == 0
+    stored = await flaky.get_events(task.id, EventQuery())
+    assert [e.index for e in stored] == list(range(10))
+    assert max(flaky.batches) <= 4
+    health = writer.health()
+    assert health == {
+        "provider": "flaky",
+        "state": "healthy",
+        "degraded": False,
+        "backlog": 0,
+        "consecutiveFailures": 0,
+        "lastError": None,
+        "written": 11,
+        "dropped": 0,
+    }
+
+
+async def test_outage_keeps_everything(flaky: FlakyStore, writer: ArchiveWriter) -> None:
+    flaky.down = True
+    task = make_task()
+    await writer.save_task(task)
+    await writer.save_events([ev(task.id, 0), ev(task.id, 1)])
+    await wait_for(lambda: writer.state == "retrying")
+    assert writer.backlog == 3
+    health = writer.health()
+    assert health["degraded"] is True and health["consecutiveFailures"] >= 1
+    assert "flaky unavailable" in health["lastError"]
+    await writer.save_events([ev(task.id, 2)])  # more writes while down: still accepted
+    assert not await writer.flush(timeout=0.05)
+    flaky.down = False
+    assert await writer.flush(timeout=5)
+    assert writer.state == "healthy" and writer.backlog == 0
+    assert [e.index for e in await flaky.get_events(task.id, EventQuery())] == [0, 1, 2]
+
+
+async def test_task_snapshots_coalesce(flaky: FlakyStore) -> None:
+    w = ArchiveWriter(flaky, retry=FAST)
+    task = make_task(updated_at=5)
+    w.submit(task.copy(status="running", updated_at=10))
+    w.submit(task)  # older: ignored
+    w.submit(task.copy(status="completed", updated_at=7))  # terminal wins
+    w.submit(task.copy(status="running", updated_at=20))  # non-terminal after terminal: ignored
+    assert w.backlog == 1
+    got = await w.get_task(task.id)  # reads include queued writes
+    assert got is not None and got.status == "completed"
+    await w.open()
+    assert await w.flush(timeout=5)
+    stored = await flaky.get_task(task.id)
+    assert stored is not None and stored.status == "completed"
+    await w.close()
+
+
+async def test_reads_merge_queued_events(flaky: FlakyStore, writer: ArchiveWriter) -> None:
+    task = make_task()
+    lat = {"series_id": "p", "series_mode": "latest"}
+    writer.submit(task, [ev(task.id, 0, "a"), ev(task.id, 1, {"pct": 1}, **lat)])
+    assert await writer.flush(timeout=5)
+    flaky.writes_down = True
+    writer.submit(None, [ev(task.id, 2, "b"), ev(task.id, 3, {"pct": 2}, **lat)])
+    await wait_for(lambda: writer.state == "retrying")
+    # The store answers reads but the queued events are not written yet.
+    assert len(await flaky.get_events(task.id, EventQuery())) == 2
+    merged = await writer.get_events(task.id, EventQuery())
+    assert [(e.index, e.data) for e in merged] == [(0, "a"), (2, "b"), (3, {"pct": 2})]
+    assert [
+        e.index for e in await writer.get_events(task.id, EventQuery(after_index=0, limit=1))
+    ] == [2]
+    flaky.writes_down = False
+    assert await writer.flush(timeout=5)
+    assert [e.index for e in await writer.get_events(task.id, EventQuery())] == [0, 2, 3]
+    assert (await writer.get_task(task.id)) == task
+    assert await writer.get_task("missing") is None
+
+
+async def test_delete_discards_queued_and_inflight(
+    flaky: FlakyStore, writer: ArchiveWriter
+) -> None:
+    flaky.down = True
+    doomed, kept = make_task(), make_task()
+    writer.submit(doomed, [ev(doomed.id, 0)])
+    await wait_for(lambda: writer.state == "retrying")  # doomed is now in flight
+    writer.submit(doomed, [ev(doomed.id, 1)])  # and more of it is queued
+    writer.submit(kept, [ev(kept.id, 0)])
+    flaky.down = False
+    await writer.delete_task(doomed.id)
+    assert await writer.flush(timeout=5)
+    assert await flaky.get_task(doomed.id) is None
+    assert await flaky.get_events(doomed.id, EventQuery()) == []
+    assert len(await flaky.get_events(kept.id, EventQuery())) == 1
+
+
+async def test_bad_data_is_isolated_and_dropped(flaky: FlakyStore) -> None:
+    dropped: list[tuple[list[str], str]] = []
+    w = ArchiveWriter(
+        flaky,
+        retry=FAST,
+        on_drop=lambda events, reason: dropped.append(([e.id for e in events], reason)),
+    )
+    await w.open()
+    good, bad = make_task(), make_task(metadata={"poison": True})
+    events = [ev(good.id, 0, "ok"), ev(good.id, 1, "poison"), ev(good.id, 2, "ok")]
+    w.submit(good, events)
+    w.submit(bad, [ev(bad.id, 0, "ok")])
+    assert await w.flush(timeout=5)
+    assert [e.index for e in await flaky.get_events(good.id, EventQuery())] == [0, 2]
+    assert await flaky.get_task(bad.id) is None
+    assert dropped == [([events[1].id], "bad data")]
+    assert w.health()["dropped"] == 2 and w.backlog == 0
+    await w.close()
+
+
+async def test_unexpected_errors_retried_then_dropped(
+    flaky: FlakyStore, writer: ArchiveWriter
+) -> None:
+    task = make_task()
+    flaky.errors.append(RuntimeError("blip"))
+    writer.submit(task, [])
+    assert await writer.flush(timeout=5)
+    assert await flaky.get_task(task.id) == task
+    flaky.errors.extend(RuntimeError("stuck") for _ in range(FAST.max_attempts))
+    other = make_task()
+    writer.submit(other, [])
+    assert await writer.flush(timeout=5)
+    assert await flaky.get_task(other.id) is None
+    assert writer.health()["dropped"] == 1
+    assert "stuck" in writer.health()["lastError"]
+
+
+async def test_async_on_drop(flaky: FlakyStore) -> None:
+    seen: list[str] = []
+
+    async def record(events: Sequence[TaskEvent], reason: str) -> None:
+        await asyncio.sleep(0)
+        seen.extend(e.id for e in events)
+
+    w = ArchiveWriter(flaky, retry=FAST, on_drop=record)
+    await w.open()
+    task = make_task()
+    bad = ev(task.id, 0, "poison")
+    w.submit(task, [bad])
+    assert await w.flush(timeout=5)
+    assert seen == [bad.id]
+    await w.close()
+
+
+async def test_on_drop_errors_are_contained(
+    flaky: FlakyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(events: Sequence[TaskEvent], reason: str) -> None:
+        raise RuntimeError("handler bug")
+
+    w = ArchiveWriter(flaky, retry=FAST, on_drop=explode)
+    await w.open()
+    task = make_task()
+    with caplog.at_level(logging.ERROR):
+        w.submit(task, [ev(task.id, 0, "poison")])
+        assert await w.flush(timeout=5)
+    assert "on_drop handler failed" in caplog.text
+    await w.close()
+
+
+async def test_stop_gives_up_after_timeout(
+    flaky: FlakyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = ArchiveWriter(flaky, retry=FAST, drain_timeout=0.05)
+    assert await w.flush() is True  # nothing accepted, not started
+    await w.stop()  # not started: nothing to do
+    w.submit(make_task())
+    assert await w.flush() is False  # not started: cannot drain
+    await w.open()
+    await w.open()
+    flaky.down = True
+    with caplog.at_level(logging.ERROR):
+        await w.close()
+    assert "1 writes not stored" in caplog.text
+    assert w.state == "stopped" and w.backlog == 1
+
+
+async def test_ping_and_validation(flaky: FlakyStore, writer: ArchiveWriter) -> None:
+    await writer.ping()
+    flaky.down = True
+    with pytest.raises(StorageUnavailableError):
+        await writer.ping()
+    with pytest.raises(UsageError):
+        ArchiveWriter(flaky, max_batch=0)
+
+
+async def test_backoff_is_capped() -> None:
+    policy = RetryPolicy(initial=1, maximum=4, multiplier=2)
+    for failures, cap in [(1, 1), (2, 2), (3, 4), (10, 4)]:
+        delay = policy.delay(failures)
+        assert cap / 2 <= delay <= cap
+
+
+async def test_reconcile_restores_missing_writes(flaky: FlakyStore, writer: ArchiveWriter) -> None:
+    short = MemoryShortTermStore()
+    tasks = [make_task(), make_task(), make_task()]
+    for task in tasks:
+        await short.create_task(task)
+        await short.commit_events(
+            task.id,
+            [
+                EventDraft(id=new_id(), timestamp=1, type="t", level="info", data=i)
+                for i in range(3)
+            ],
+        )
+    # The archive got the first task completely and the second one partially.
+    await flaky.save_task(tasks[0])
+    await flaky.save_events(await short.get_events(tasks[0].id, EventQuery()))
+    await flaky.save_task(tasks[1])
+    await flaky.save_events((await short.get_events(tasks[1].id, EventQuery()))[:1])
+    assert await writer.reconcile(short) == 5
+    assert await writer.flush(timeout=5)
+    for task in tasks:
+        assert len(await flaky.get_events(task.id, EventQuery())) == 3
+        assert await flaky.get_task(task.id) == task
+    assert await writer.reconcile(short) == 0
+    assert await writer.reconcile(short, task_ids=[tasks[0].id, "gone"]) == 0
+
+
+async def test_reconcile_pages_through_tasks(flaky: FlakyStore, writer: ArchiveWriter) -> None:
+    short = MemoryShortTermStore()
+    tasks = [make_task(created_at=i) for i in range(5)]
+    for task in tasks:
+        await short.create_task(task)
+    assert await writer.reconcile(short, page_size=2) == 0  # no events, but 5 snapshots
+    assert writer.backlog == 5
+    assert await writer.flush(timeout=5)
+    for task in tasks:
+        assert await flaky.get_task(task.id) == task
+
+
+async def test_stop_keeps_interrupted_batch_and_reopen_resumes(flaky: FlakyStore) -> None:
+    w = ArchiveWriter(flaky, retry=FAST, drain_timeout=0.05)
+    await w.open()
+    flaky.down = True
+    task = make_task()
+    w.submit(task, [ev(task.id, 0)])
+    await wait_for(lambda: w.state == "retrying")  # this batch is in flight
+    newer = task.copy(status="running", updated_at=2)
+    w.submit(newer, [ev(task.id, 1)])  # queued behind it, same task
+    await w.stop()
+    assert w.backlog == 3  # the snapshots merged (newest kept) plus both events
+    flaky.down = False
+    await w.open()
+    assert await w.flush(timeout=5)
+    assert await flaky.get_task(task.id) == newer
+    assert [e.index for e in await flaky.get_events(task.id, EventQuery())] == [0, 1]
+    await w.close()
