@@ -3,6 +3,7 @@
 Imports nothing from the other Taskcast packages; adapters and the server build on it.
 """
 
+from ._archive import ArchiveWriter, RetryPolicy
 from ._engine import DELETED_EVENT, EngineLimits, EventInput, TaskEngine, TaskInput
 from ._errors import (
     ConfigError,
@@ -58,6 +59,7 @@ __all__ = [
     "SUSPENDED_STATUSES",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
+    "ArchiveWriter",
     # Ports and memory adapters
     "BroadcastHandler",
     "BroadcastProvider",
@@ -81,6 +83,7 @@ __all__ = [
     "MemoryBroadcast",
     "MemoryLongTermStore",
     "MemoryShortTermStore",
+    "RetryPolicy",
     "Scheduler",
     "SchedulerConfig",
     "SeriesMode",

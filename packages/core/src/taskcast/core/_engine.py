@@ -6,16 +6,18 @@ Every write goes through the short-term store's atomic commit, then the broadcas
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._archive import ArchiveWriter
 from ._errors import (
     InvalidInputError,
     InvalidTransitionError,
     StaleRevisionError,
+    StorageUnavailableError,
+    TaskConflictError,
     TaskNotFoundError,
 )
 from ._filters import STATUS_EVENT
@@ -125,7 +127,13 @@ class TaskEngine:
     ) -> None:
         self.short_term = short_term
         self.broadcast: BroadcastProvider = broadcast or MemoryBroadcast()
-        self.long_term = long_term
+        # Archive writes go through an ordered, retrying queue so they never block or fail
+        # the publisher (architecture §3).
+        if long_term is None or isinstance(long_term, ArchiveWriter):
+            self.archive = long_term
+        else:
+            self.archive = ArchiveWriter(long_term, on_drop=self._dropped)
+        self.long_term: LongTermStore | None = self.archive
         if hooks is None:
             hooks = ()
         elif isinstance(hooks, TaskcastHooks):
@@ -133,7 +141,6 @@ class TaskEngine:
         self.hooks = HookRunner(hooks)
         self.limits = limits or EngineLimits()
         self.hub = Hub(self.broadcast, queue_limit=queue_limit)
-        self._archive_tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self.scheduler_config = scheduler or SchedulerConfig()
         self._scheduler: Scheduler | None = None
@@ -165,8 +172,6 @@ class TaskEngine:
         self.hub.shutdown()
         if self._scheduler is not None:
             await self._scheduler.stop()
-        if self._archive_tasks:
-            await asyncio.gather(*self._archive_tasks, return_exceptions=True)
         if not self._started:
             return
         self._started = False
@@ -215,9 +220,13 @@ class TaskEngine:
             disconnect_policy=data.disconnect_policy,
         )
         if data.id is not None and self.long_term is not None:
-            if await self.long_term.get_task(data.id) is not None:
-                from ._errors import TaskConflictError
-
+            try:
+                archived = await self.long_term.get_task(data.id)
+            except StorageUnavailableError:
+                # The hot store still refuses duplicates of every live task; an archive
+                # outage must not stop task creation.
+                archived = None
+            if archived is not None:
                 raise TaskConflictError(data.id)
         await self.short_term.create_task(task)
         self._archive(task, ())
@@ -415,26 +424,12 @@ class TaskEngine:
             await self.hooks.fire("on_events_published", task_id, commit.fresh)
 
     def _archive(self, task: Task | None, events: Sequence[TaskEvent]) -> None:
-        if self.long_term is None or (task is None and not events):
-            return
-        job = asyncio.create_task(self._write_archive(task, list(events)))
-        self._archive_tasks.add(job)
-        job.add_done_callback(self._archive_tasks.discard)
+        if self.archive is not None and (task is not None or events):
+            self.archive.submit(task, events)
 
-    async def _write_archive(self, task: Task | None, events: list[TaskEvent]) -> None:
-        assert self.long_term is not None
-        try:
-            if task is not None:
-                await self.long_term.save_task(task)
-            if events:
-                current = await self.short_term.get_task(events[0].task_id)
-                if current is not None:
-                    await self.long_term.save_task(current)
-                await self.long_term.save_events(events)
-        except Exception as exc:
-            logger.warning("long-term write failed", exc_info=True)
-            for event in events:
-                await self.hooks.fire("on_event_dropped", event, str(exc))
+    async def _dropped(self, events: Sequence[TaskEvent], reason: str) -> None:
+        for event in events:
+            await self.hooks.fire("on_event_dropped", event, reason)
 
     async def get_events(self, task_id: str, query: EventQuery | None = None) -> list[TaskEvent]:
         """Stored events in index order, from the hot store or else the archive."""

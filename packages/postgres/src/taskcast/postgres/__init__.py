@@ -7,6 +7,8 @@
   the schema (sqlx-compatible ``_sqlx_migrations`` history).
 """
 
+from taskcast.core import ArchiveWriter, RetryPolicy
+
 from ._errors import (
     ChecksumMismatchError,
     DirtyMigrationError,
@@ -23,7 +25,6 @@ from ._migrations import (
     run_migrate_command,
 )
 from ._store import PostgresLongTermStore
-from ._writer import ArchiveWriter, RetryPolicy
 
 __all__ = [
     "ArchiveWriter",

@@ -10,19 +10,20 @@ from typing import Any
 import pytest
 
 from taskcast.core import (
+    ArchiveWriter,
     EventDraft,
     EventQuery,
     InvalidInputError,
     LongTermStore,
     MemoryLongTermStore,
     MemoryShortTermStore,
+    RetryPolicy,
     StorageUnavailableError,
     Task,
     TaskEvent,
     UsageError,
     new_id,
 )
-from taskcast.postgres import ArchiveWriter, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

@@ -19,18 +19,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from taskcast.core import (
-    ConfigError,
-    EventQuery,
-    LongTermStore,
-    MemoryLongTermStore,
-    ShortTermStore,
-    StorageUnavailableError,
-    Task,
-    TaskEvent,
-    TaskQuery,
-    UsageError,
-)
+from ._errors import ConfigError, StorageUnavailableError, UsageError
+from ._memory import MemoryLongTermStore
+from ._models import EventQuery, Task, TaskEvent, TaskQuery
+from ._ports import LongTermStore, ShortTermStore
 
 __all__ = ["ArchiveWriter", "RetryPolicy"]
 
