@@ -262,3 +262,37 @@ def test_stream_options_cursor_flag() -> None:
     assert not StreamOptions().has_cursor
     assert StreamOptions(since_timestamp=1).has_cursor
     assert isinstance(TaskEvent, type)
+
+
+async def test_missed_broadcast_is_caught_up_on_wake_and_heartbeat(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    it = stream(engine, tid, heartbeat_seconds=0.05)
+    [parse(await anext(it)) for _ in range(2)]
+    # Commit without broadcasting (as during a pub/sub outage), then wake the stream.
+    await engine.short_term.commit_events(tid, await _drafts(2))
+    engine.hub.notify_gap()
+    got: list[Frame] = []
+    while len(got) < 2:
+        frame = parse(await anext(it))
+        if frame.event == "taskcast.event":
+            got.append(frame)
+    assert [f.data["rawIndex"] for f in got] == [1, 2]
+    # Finished during the "outage": the next heartbeat notices and ends the stream.
+    current = await engine.short_term.get_task_revision(tid)
+    assert current is not None
+    from taskcast.core import EventDraft, new_id, now_ms
+
+    status = EventDraft(
+        id=new_id(),
+        timestamp=now_ms(),
+        type="taskcast:status",
+        level="info",
+        data={"status": "completed"},
+    )
+    await engine.short_term.commit_transition(
+        current[0].copy(status="completed"), current[1], [status]
+    )
+    rest = [parse(raw) async for raw in it]
+    assert any(f.comment == "ping" for f in rest)
+    assert rest[-1].data == {"reason": "completed"}
+    assert rest[-2].data["rawIndex"] == 3

@@ -25,7 +25,7 @@ def select_events(events: Sequence[TaskEvent], query: EventQuery) -> list[TaskEv
     if query.after_index is not None:
         start = bisect.bisect_right(events, query.after_index, key=lambda e: e.index)
     out: list[TaskEvent] = []
-    limit = query.limit
+    limit = query.limit if query.limit else None
     after_ts = query.after_timestamp
     for event in events[start:] if start else events:
         if after_ts is not None and event.timestamp <= after_ts:

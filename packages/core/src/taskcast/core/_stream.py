@@ -221,9 +221,19 @@ class TaskStream:
                 yield retry_frame(self._opt.retry_ms)
                 return
             batch = await sub.get(self._opt.heartbeat_seconds)
-            if batch is None:
-                if not sub.overflowed and not sub.closing:
+            if not batch:
+                if sub.overflowed or sub.closing:
+                    continue
+                if batch is None:
                     yield HEARTBEAT
+                # Woken without events (the broadcast reconnected) or idle for a heartbeat:
+                # events the broadcast never delivered are caught up from the store.
+                last = await self._engine.last_index(self._task_id)
+                if last > self._last:
+                    async for frame in self._fill(last + 1):
+                        yield frame
+                    if self.end_reason is not None:
+                        return
                 continue
             for wire in batch:
                 event = wire.event

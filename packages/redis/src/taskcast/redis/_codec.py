@@ -1,0 +1,101 @@
+"""Event JSON as stored in Redis, pre-encoded by Python for the Lua commit script.
+
+The commit script never re-encodes ``data``: Python encodes each event once, split around
+the index (which only the script knows) and around the accumulate field (whose merged value
+only the script can compute), and the script splices the pieces.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any, Final
+
+from taskcast.core import EventDraft, TaskEvent
+
+__all__ = ["decode_event", "draft_args", "dumps", "event_json"]
+
+ARGS_PER_DRAFT: Final = 12
+
+# ASCII-only output keeps every string the Lua side handles free of multi-byte sequences.
+dumps: Final = partial(json.dumps, separators=(",", ":"), ensure_ascii=True)
+
+_DEFAULT_ACC_FIELD: Final = "delta"
+
+
+def _tail(draft: EventDraft) -> str:
+    """The JSON after ``data``: the optional keys in ``TaskEvent.to_dict`` order, and ``}``."""
+    rest: dict[str, Any] = {}
+    if draft.series_id is not None:
+        rest["seriesId"] = draft.series_id
+    if draft.series_mode is not None:
+        rest["seriesMode"] = draft.series_mode
+    if draft.series_acc_field is not None:
+        rest["seriesAccField"] = draft.series_acc_field
+    if draft.idempotency_key is not None:
+        rest["idempotencyKey"] = draft.idempotency_key
+    if not rest:
+        return "}"
+    return "," + dumps(rest)[1:]
+
+
+def _accumulate_parts(draft: EventDraft, field: str) -> tuple[str, str, str]:
+    """``data`` JSON split around ``data[field]`` when it is a string, else empty parts.
+
+    ``taskcast.core.accumulate`` concatenates only when both sides hold a string there, and
+    keeps the newest delta's other keys in their order; this split lets the script rebuild
+    exactly that object around the concatenated string.
+    """
+    data = draft.data
+    if not isinstance(data, dict) or not isinstance(data.get(field), str):
+        return "", "", ""
+    keys = list(data)
+    at = keys.index(field)
+    before = {k: data[k] for k in keys[:at]}
+    after = {k: data[k] for k in keys[at + 1 :]}
+    pre = "{" + (dumps(before)[1:-1] + "," if before else "") + dumps(field) + ":"
+    post = ("," + dumps(after)[1:-1] if after else "") + "}"
+    return pre, dumps(data[field]), post
+
+
+def draft_args(task_id: str, draft: EventDraft) -> list[str]:
+    """The 12 ARGV values ``commit.lua`` takes per draft."""
+    p1 = '{"id":' + dumps(draft.id) + ',"taskId":' + dumps(task_id) + ',"index":'
+    p2 = (
+        ',"timestamp":'
+        + dumps(draft.timestamp)
+        + ',"type":'
+        + dumps(draft.type)
+        + ',"level":'
+        + dumps(draft.level)
+        + ',"data":'
+    )
+    field = draft.series_acc_field or _DEFAULT_ACC_FIELD
+    if draft.series_mode == "accumulate" and draft.series_id is not None:
+        pre, literal, post = _accumulate_parts(draft, field)
+    else:
+        pre = literal = post = ""
+    # Optional strings travel as "=" + value so an empty key is not mistaken for none.
+    return [
+        "" if draft.idempotency_key is None else "=" + draft.idempotency_key,
+        draft.id,
+        "" if draft.series_id is None else "=" + draft.series_id,
+        draft.series_mode or "",
+        field,
+        p1,
+        p2,
+        dumps(draft.data),
+        _tail(draft),
+        pre,
+        literal,
+        post,
+    ]
+
+
+def event_json(event: TaskEvent) -> str:
+    """The stored form of an event (what ``draft_args`` pieces join to)."""
+    return dumps(event.to_dict())
+
+
+def decode_event(raw: bytes | str) -> TaskEvent:
+    return TaskEvent.from_dict(json.loads(raw))

@@ -1,0 +1,283 @@
+"""The Redis short-term store: tasks, ordered events and series state, committed in Lua."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from taskcast.core import (
+    CommitResult,
+    EventDraft,
+    EventQuery,
+    StaleRevisionError,
+    Task,
+    TaskConflictError,
+    TaskEvent,
+    TaskNotFoundError,
+    TaskPage,
+    TaskQuery,
+    TaskTerminalError,
+    matches_type,
+)
+
+from ._client import command_client
+from ._codec import decode_event, draft_args, dumps
+from ._errors import guard
+from ._keys import KeySpace
+from ._scripts import Scripts
+
+__all__ = ["RedisShortTermStore"]
+
+logger = logging.getLogger(__name__)
+
+_MGET_CHUNK: Final = 500
+
+
+class RedisShortTermStore:
+    """:class:`~taskcast.core.ShortTermStore` on Redis, safe to share between processes.
+
+    Every commit (idempotency, index allocation, series merge, append, cursor map and the
+    PUBLISH to the task's channel) is one Lua script, so all server processes sharing the
+    Redis see one order per task and subscribers receive events in index order.
+
+    Args:
+        url_or_client: A ``redis://`` / ``rediss://`` / ``unix://`` URL, or a
+            ``redis.asyncio.Redis`` you manage (it must use ``decode_responses=False``;
+            it is not closed by :meth:`close`).
+        prefix: Key and channel prefix; processes that share tasks use the same one.
+        socket_timeout: Seconds to wait for a reply before the operation fails with
+            :class:`~taskcast.core.StorageUnavailableError` (URL form only).
+        connect_timeout: Seconds to wait for a connection (URL form only).
+        page_size: Events per round trip when reading history.
+    """
+
+    name = "redis"
+    publishes_on_commit = True
+    shared_across_processes = True
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        prefix: str = "taskcast",
+        socket_timeout: float | None = 5.0,
+        connect_timeout: float = 5.0,
+        page_size: int = 1000,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        if isinstance(url_or_client, str):
+            self._client = command_client(
+                url_or_client, socket_timeout=socket_timeout, connect_timeout=connect_timeout
+            )
+            self._owned = True
+        else:
+            self._client = url_or_client
+            self._owned = False
+        self.keys = KeySpace(prefix)
+        self._page_size = page_size
+        self._scripts = Scripts.register(self._client)
+
+    @property
+    def client(self) -> Redis:
+        """The command client (shared with whoever passed it in)."""
+        return self._client
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check the server answers (raises ``StorageUnavailableError`` if not)."""
+        await self.ping()
+
+    async def close(self) -> None:
+        if self._owned:
+            await self._client.aclose()
+
+    async def ping(self) -> None:
+        with guard():
+            await self._client.ping()
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def create_task(self, task: Task) -> None:
+        k = self.keys.for_task(task.id)
+        with guard():
+            created = await self._scripts.create_task(
+                keys=[k.task, k.status, self.keys.tasks, self.keys.task_order],
+                args=[dumps(task.to_dict()), task.status, task.created_at, task.id],
+            )
+        if not created:
+            raise TaskConflictError(task.id)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        with guard():
+            raw = await self._client.get(self.keys.task(task_id))
+        return None if raw is None else Task.from_dict(json.loads(raw))
+
+    async def get_task_revision(self, task_id: str) -> tuple[Task, int] | None:
+        k = self.keys.for_task(task_id)
+        with guard():
+            raw, revision = await self._client.mget([k.task, k.revision])
+        if raw is None:
+            return None
+        return Task.from_dict(json.loads(raw)), int(revision or 0)
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        if query.limit is not None and query.limit <= 0:
+            return TaskPage(tasks=[])
+        if query.task_ids is not None:
+            tasks = [t for t in await self._load_tasks(sorted(query.task_ids)) if _wanted(t, query)]
+            tasks.sort(key=lambda t: (t.created_at, t.id))
+            if query.after is not None:
+                after = query.after
+                tasks = [t for t in tasks if (t.created_at, t.id) > after]
+            return _page(tasks, query.limit)
+        return await self._scan_tasks(query)
+
+    async def _scan_tasks(self, query: TaskQuery) -> TaskPage:
+        """Walk the creation-ordered index with a keyset cursor, filtering in Python."""
+        limit = query.limit
+        # One more than the limit tells whether another page exists.
+        want = None if limit is None else limit + 1
+        batch = 1000 if want is None else min(max(want, 100), 1000)
+        # `fence` is the caller's cursor; `after` is where the next page starts. They differ
+        # when the fence's task is gone and equal-score members at or before it are skipped.
+        fence = after = query.after
+        found: list[Task] = []
+        while want is None or len(found) < want:
+            args: list[Any] = ["", "", batch] if after is None else [after[0], after[1], batch]
+            with guard():
+                reply = await self._scripts.tasks_after(keys=[self.keys.task_order], args=args)
+            page = [(int(float(reply[i + 1])), reply[i].decode()) for i in range(0, len(reply), 2)]
+            if not page:
+                break
+            after = page[-1]
+            members = page if fence is None else [m for m in page if m > fence]
+            if members:
+                tasks = await self._load_tasks([m[1] for m in members])
+                found.extend(t for t in tasks if _wanted(t, query))
+            if len(page) < batch:
+                break
+        return _page(found, limit)
+
+    async def _load_tasks(self, ids: Sequence[str]) -> list[Task]:
+        """The tasks that still exist among ``ids``, in the given order."""
+        out: list[Task] = []
+        for start in range(0, len(ids), _MGET_CHUNK):
+            chunk = ids[start : start + _MGET_CHUNK]
+            with guard():
+                raws = await self._client.mget([self.keys.task(i) for i in chunk])
+            out.extend(Task.from_dict(json.loads(raw)) for raw in raws if raw is not None)
+        return out
+
+    async def delete_task(self, task_id: str) -> bool:
+        k = self.keys.for_task(task_id)
+        with guard():
+            existed = await self._scripts.delete_task(
+                keys=[*k.all(), self.keys.tasks, self.keys.task_order], args=[task_id]
+            )
+        return bool(existed)
+
+    # -- commits ---------------------------------------------------------------------
+
+    async def commit_transition(
+        self, task: Task, expected_revision: int, drafts: Sequence[EventDraft]
+    ) -> CommitResult:
+        args: list[Any] = [
+            "transition",
+            self.keys.channel(task.id),
+            str(expected_revision),
+            dumps(task.to_dict()),
+            task.status,
+        ]
+        return await self._commit(task.id, args, drafts)
+
+    async def commit_events(self, task_id: str, drafts: Sequence[EventDraft]) -> CommitResult:
+        return await self._commit(
+            task_id, ["events", self.keys.channel(task_id), "", "", ""], drafts
+        )
+
+    async def _commit(
+        self, task_id: str, head: list[Any], drafts: Sequence[EventDraft]
+    ) -> CommitResult:
+        args = [*head, len(drafts)]
+        for draft in drafts:
+            args.extend(draft_args(task_id, draft))
+        with guard():
+            reply = await self._scripts.commit(keys=self.keys.for_task(task_id).all(), args=args)
+        status = reply[0]
+        if status != b"ok":
+            if status == b"notfound":
+                raise TaskNotFoundError(task_id)
+            if status == b"stale":
+                raise StaleRevisionError(task_id)
+            raise TaskTerminalError(reply[1].decode())
+        events: list[TaskEvent] = []
+        fresh: list[TaskEvent] = []
+        for i, draft in enumerate(drafts):
+            kind, value, merged = reply[1 + 3 * i : 4 + 3 * i]
+            if kind == b"dup":
+                events.append(decode_event(value))
+                continue
+            event = draft.at(task_id, int(value))
+            if draft.series_mode == "accumulate" and draft.series_id is not None:
+                event.accumulated = json.loads(merged) if merged else event.data
+            events.append(event)
+            fresh.append(event)
+        return CommitResult(events=events, fresh=fresh)
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get_events(self, task_id: str, query: EventQuery) -> list[TaskEvent]:
+        k = self.keys.for_task(task_id)
+        after = -1 if query.after_index is None else query.after_index
+        after_ts = query.after_timestamp
+        limit = query.limit
+        out: list[TaskEvent] = []
+        while True:
+            size = self._page_size
+            if limit is not None and after_ts is None:
+                size = min(size, limit - len(out))
+            if size <= 0:
+                return out
+            with guard():
+                raws = await self._scripts.read_events(keys=[k.events, k.idx], args=[after, size])
+            for raw in raws:
+                event = decode_event(raw)
+                # Re-reading from the last index seen keeps paging right even when a
+                # concurrent `latest` replacement shifts list positions.
+                after = event.index
+                if after_ts is not None and event.timestamp <= after_ts:
+                    continue
+                out.append(event)
+                if limit is not None and len(out) >= limit:
+                    return out
+            if len(raws) < size:
+                return out
+
+    async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
+        with guard():
+            raw = await self._client.hget(self.keys.for_task(task_id).event_idx, event_id)
+        return None if raw is None else int(raw)
+
+    async def last_index(self, task_id: str) -> int:
+        with guard():
+            raw = await self._client.get(self.keys.for_task(task_id).idx)
+        return -1 if raw is None else int(raw) - 1
+
+
+def _wanted(task: Task, query: TaskQuery) -> bool:
+    return (query.statuses is None or task.status in query.statuses) and (
+        query.types is None or matches_type(task.type, query.types)
+    )
+
+
+def _page(tasks: Iterable[Task], limit: int | None) -> TaskPage:
+    selected = list(tasks)
+    if limit is not None and len(selected) > limit:
+        page = selected[:limit]
+        return TaskPage(tasks=page, next_after=(page[-1].created_at, page[-1].id))
+    return TaskPage(tasks=selected)
