@@ -11,7 +11,7 @@ Speaks HTTP only (httpx + httpx-sse) and does not depend on ``taskcast-core``::
         print("done:", subscription.done_reason)
 """
 
-from ._async import DEFAULT_BASE_URL, AsyncSubscription, AsyncTaskcastClient
+from ._async import AsyncSubscription, AsyncTaskcastClient
 from ._errors import (
     ForbiddenError,
     NotFoundError,
@@ -21,6 +21,7 @@ from ._errors import (
     UnauthorizedError,
 )
 from ._models import ReconnectConfig, Resync, StreamEvent, SubscribeOptions
+from ._state import DEFAULT_BASE_URL
 from ._sync import Subscription, TaskcastClient
 
 __version__ = "0.1.0"
