@@ -44,6 +44,8 @@ class StreamOptions:
     heartbeat_seconds: float = 15.0
     retry_ms: int = 3000
     page_size: int = 1000
+    queue_limit: int | None = None
+    """Most live events queued for this subscriber before it is cut (engine default if None)."""
 
     @property
     def has_cursor(self) -> bool:
@@ -86,7 +88,7 @@ class TaskStream:
 
     async def frames(self) -> AsyncIterator[bytes]:
         engine = self._engine
-        sub = await engine.hub.open(self._task_id)
+        sub = await engine.hub.open(self._task_id, maxsize=self._opt.queue_limit)
         try:
             yield retry_frame(self._opt.retry_ms)
             async for frame in self._run(sub):
