@@ -8,19 +8,42 @@ Served alone::
 Mounted in another app, compose :func:`taskcast_lifespan` into the host's lifespan.
 """
 
+from ._admin import AdminConfig, admin_router
 from ._app import create_app, taskcast_lifespan
-from ._auth import AuthContext, Authenticator, AuthError, NoAuth, auth_context
+from ._auth import (
+    AuthContext,
+    Authenticator,
+    AuthError,
+    CompositeAuthenticator,
+    CustomAuthenticator,
+    NoAuth,
+    TrustedService,
+    auth_context,
+    build_authenticator,
+)
 from ._config import ServerConfig
+from ._jwt import JWTAuthenticator, JWTConfig
 from ._sse import SSEResponse
+from ._tokens import mint_subscribe_token, mint_token
 
 __all__ = [
+    "AdminConfig",
     "AuthContext",
     "AuthError",
     "Authenticator",
+    "CompositeAuthenticator",
+    "CustomAuthenticator",
+    "JWTAuthenticator",
+    "JWTConfig",
     "NoAuth",
     "SSEResponse",
     "ServerConfig",
+    "TrustedService",
+    "admin_router",
     "auth_context",
+    "build_authenticator",
     "create_app",
+    "mint_subscribe_token",
+    "mint_token",
     "taskcast_lifespan",
 ]

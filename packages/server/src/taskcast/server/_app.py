@@ -1,0 +1,137 @@
+"""The application factory and the lifespan helper for hosts that mount the app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from taskcast.core import TaskEngine
+
+from . import _events, _health, _tasks
+from ._auth import Authenticator, NoAuth
+from ._config import ServerConfig
+from ._errors import install_error_handlers
+from ._schemas import CreateTaskBody, EventBody, ResolveBody, TransitionBody
+
+__all__ = ["create_app", "taskcast_lifespan"]
+
+_SCHEMA_REF = "#/components/schemas/{model}"
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+@asynccontextmanager
+async def taskcast_lifespan(engine: TaskEngine) -> AsyncIterator[None]:
+    """Start the engine, and on the way out stop it (ending open streams with a retry hint).
+
+    A mounted app's own lifespan never runs, so a host composes this into its lifespan::
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with taskcast_lifespan(engine):
+                yield
+
+        host = FastAPI(lifespan=lifespan)
+        host.mount("/taskcast", create_app(engine))
+    """
+    await engine.start()
+    try:
+        yield
+    finally:
+        await engine.stop()
+
+
+def create_app(
+    engine: TaskEngine,
+    *,
+    config: ServerConfig | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The Taskcast HTTP API (REST + SSE) over ``engine``.
+
+    Served alone, the app starts and stops the engine in its lifespan; mounted inside another
+    app, compose :func:`taskcast_lifespan` into the host's lifespan instead.
+
+    Args:
+        engine: The task engine to serve.
+        config: HTTP settings; defaults to :class:`ServerConfig()`.
+        authenticator: Who may do what; defaults to :class:`NoAuth` (everything allowed).
+    """
+    config = config or ServerConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with taskcast_lifespan(engine):
+            yield
+
+    app = FastAPI(
+        title=config.title,
+        version=config.version,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.engine = engine
+    app.state.config = config
+    app.state.authenticator = authenticator or NoAuth()
+    app.state.started_at = time.monotonic()
+    install_error_handlers(app)
+    app.include_router(_health.router)
+    app.include_router(_tasks.router)
+    app.include_router(_events.router)
+    if config.cors_origins is not None:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Content-Type"],
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _build_openapi(app: FastAPI) -> dict[str, Any]:
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        routes=app.routes,
+        description="Tasks with ordered event streams over REST and SSE. "
+        'Errors answer `{"error": "<message>"}`.',
+    )
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    # Bodies are read by the routes themselves (any Content-Type); add their models here.
+    _, defs = models_json_schema(
+        [(m, "validation") for m in (CreateTaskBody, TransitionBody, EventBody, ResolveBody)],
+        ref_template=_SCHEMA_REF,
+    )
+    schemas.update(defs.get("$defs", {}))
+    # FastAPI documents validation failures as 422; this API answers them with 400.
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                responses["400"] = {
+                    "description": "Invalid input",
+                    "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+                }
+    components["securitySchemes"] = {
+        "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
+    doc["security"] = [{"Bearer": []}, {}]
+    return doc

@@ -1,0 +1,90 @@
+"""Request bodies: read with a size cap, parse strict JSON, validate with pydantic.
+
+Bodies are parsed as JSON whatever the ``Content-Type`` says, because the original's clients
+do not all send one. Parsing is strict: ``NaN``/``Infinity``, lone surrogates, numbers that
+overflow a double and nesting deeper than the JSON parser's limit (about 200 levels) are
+rejected, since none of them could be stored and sent back as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Final, TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json, to_json
+
+from ._errors import ApiError, validation_message
+
+__all__ = ["json_response", "read_json", "validate"]
+
+T = TypeVar("T")
+
+# Only a number with a 3-digit exponent or a very long digit run can overflow a double (or
+# be too long to print); bodies without one skip the walk over the parsed value.
+_BIG_NUMBER: Final = re.compile(rb"[eE][+-]?\d{3}|\d{200}")
+_MAX_INT: Final = 10**300
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(to_json(content), status_code=status_code, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) more than ``limit`` bytes, also without Content-Length."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"Request body too large (max {limit} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"Request body too large (max {limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_numbers(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ApiError(400, "Malformed JSON in request body: number out of range")
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) >= _MAX_INT:
+            raise ApiError(400, "Malformed JSON in request body: number out of range")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        value = from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise ApiError(400, f"Malformed JSON in request body: {exc}") from None
+    if _BIG_NUMBER.search(body):
+        _check_numbers(value)
+    return value
+
+
+async def read_json(request: Request, limit: int, *, empty: Any = ...) -> Any:
+    """Read and parse the body; an empty body gives ``empty`` (or 400 if not given)."""
+    body = await read_body(request, limit)
+    if not body.strip():
+        if empty is ...:
+            raise ApiError(400, "Request body is required")
+        return empty
+    return parse_json(body)
+
+
+def validate(adapter: TypeAdapter[T], value: Any) -> T:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise ApiError(400, validation_message(exc.errors())) from None

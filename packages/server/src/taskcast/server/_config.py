@@ -1,0 +1,55 @@
+"""Settings of the HTTP application (a value object; only the CLI reads env and files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from taskcast.core import ConfigError
+
+__all__ = ["ServerConfig"]
+
+
+def _package_version() -> str:
+    try:
+        return version("taskcast-server")
+    except PackageNotFoundError:  # pragma: no cover - only when run from a bare source tree
+        return "0.0.0"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class ServerConfig:
+    """How :func:`~taskcast.server.create_app` serves the API."""
+
+    heartbeat_seconds: float = 15.0
+    """Seconds between ``: ping`` comments on an idle SSE stream."""
+    retry_ms: int = 3000
+    """Reconnect delay suggested to SSE clients with a ``retry:`` field."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest request body accepted; larger bodies get 413."""
+    max_data_bytes: int = 256 * 1024
+    """Largest JSON encoding of one event's ``data``; larger events get 413."""
+    max_batch: int = 1000
+    """Most events accepted in one ``POST /tasks/{id}/events``."""
+    cors_origins: tuple[str, ...] | None = None
+    """Origins allowed by CORS (``("*",)`` for any); ``None`` leaves CORS off."""
+    queue_limit: int | None = None
+    """Bound of a global-stream subscriber's queue; ``None`` uses the engine's ``queue_limit``.
+
+    Per-task streams use the engine's bound (``TaskEngine(queue_limit=...)``).
+    """
+    version: str = _package_version()
+    """Version reported by ``GET /``, ``/health`` and the OpenAPI document."""
+    title: str = "Taskcast API"
+    """Title of the OpenAPI document."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_seconds <= 0:
+            raise ConfigError("heartbeat_seconds must be positive")
+        if self.retry_ms < 0:
+            raise ConfigError("retry_ms must not be negative")
+        for name in ("max_body_bytes", "max_data_bytes", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive")
+        if self.queue_limit is not None and self.queue_limit < 1:
+            raise ConfigError("queue_limit must be positive")

@@ -1,0 +1,338 @@
+"""Event routes: publish, history, the per-task SSE stream and the global stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+from pydantic_core import to_json
+
+from taskcast.core import (
+    Collapser,
+    EventFilter,
+    EventInput,
+    EventQuery,
+    StreamOptions,
+    TaskEngine,
+    TaskEvent,
+    TaskStream,
+)
+
+from ._auth import AuthContext, AuthError, auth_context, check_task_auth_config
+from ._body import json_response, parse_json, read_body, validate
+from ._common import (
+    check_task_rules,
+    config_of,
+    engine_of,
+    error_responses,
+    request_body,
+    split_list,
+    with_errors,
+)
+from ._errors import ApiError
+from ._schemas import BATCH_ADAPTER, MAX_SAFE, EventBody, EventOut
+from ._sse import SSEResponse, global_frames
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["events"])
+
+Ctx = Annotated[AuthContext, Depends(auth_context)]
+_REF = "#/components/schemas/"
+_PAGE = 1000
+
+SinceId = Annotated[str | None, Query(alias="since.id", description="Resume after this event id.")]
+SinceIndex = Annotated[int | None, Query(alias="since.index", ge=-1, le=MAX_SAFE)]
+SinceTimestamp = Annotated[
+    int | None, Query(alias="since.timestamp", ge=0, le=MAX_SAFE, description="Unix ms, exclusive.")
+]
+Limit = Annotated[int | None, Query(ge=1, le=MAX_SAFE, description="Most stored events to read.")]
+Types = Annotated[
+    str | None, Query(description="Comma-separated type patterns (`llm.*`, `*`, exact).")
+]
+Levels = Annotated[str | None, Query(description="Comma-separated levels.")]
+IncludeStatus = Annotated[
+    bool, Query(alias="includeStatus", description="Include `taskcast:status` events.")
+]
+SeriesFormat = Annotated[
+    Literal["delta", "accumulated"],
+    Query(alias="seriesFormat", description="`accumulated` sends series snapshots."),
+]
+
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events (see docs/api/sse.md)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _event_input(body: EventBody) -> EventInput:
+    return EventInput(
+        type=body.type,
+        level=body.level,
+        data=body.data,
+        series_id=body.series_id,
+        series_mode=body.series_mode,
+        series_acc_field=body.series_acc_field,
+        idempotency_key=body.idempotency_key,
+    )
+
+
+@router.post(
+    "/tasks/{task_id}/events",
+    status_code=201,
+    summary="Publish one event (object body) or a batch (array body)",
+    response_model=None,
+    responses=with_errors(
+        {
+            201: {
+                "description": "The stored event, or the stored events of a batch",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": _REF + "EventOut"},
+                                {"type": "array", "items": {"$ref": _REF + "EventOut"}},
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+        400,
+        401,
+        403,
+        404,
+        413,
+        503,
+    ),
+    openapi_extra=request_body(
+        {
+            "oneOf": [
+                {"$ref": _REF + "EventBody"},
+                {"type": "array", "items": {"$ref": _REF + "EventBody"}},
+            ]
+        }
+    ),
+)
+async def publish_events(request: Request, task_id: str, ctx: Ctx) -> Response:
+    ctx.require("event:publish", task_id)
+    await check_task_rules(engine_of(request), ctx, task_id, "event:publish")
+    config = config_of(request)
+    raw = await read_body(request, config.max_body_bytes)
+    if not raw.strip():
+        raise ApiError(400, "Request body is required")
+    value = parse_json(raw)
+    if isinstance(value, list) and len(value) > config.max_batch:
+        raise ApiError(400, f"Too many events in one batch (max {config.max_batch})")
+    body = validate(BATCH_ADAPTER, value)
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise ApiError(400, "No events to publish")
+    # The data of an event cannot be larger than the body it came in.
+    if len(raw) > config.max_data_bytes:
+        for item in items:
+            if len(to_json(item.data)) > config.max_data_bytes:
+                raise ApiError(413, f"Event data too large (max {config.max_data_bytes} bytes)")
+    events = await engine_of(request).publish_events(task_id, [_event_input(i) for i in items])
+    if isinstance(body, list):
+        return json_response([e.to_dict() for e in events], 201)
+    return json_response(events[0].to_dict(), 201)
+
+
+@router.get(
+    "/tasks/{task_id}/events/history",
+    summary="Stored events as a JSON array",
+    response_model=list[EventOut],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def event_history(
+    request: Request,
+    task_id: str,
+    ctx: Ctx,
+    since_id: SinceId = None,
+    since_index: Annotated[
+        int | None,
+        Query(
+            alias="since.index",
+            ge=-1,
+            le=MAX_SAFE,
+            description="Raw index: events with a larger one.",
+        ),
+    ] = None,
+    since_timestamp: SinceTimestamp = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_SAFE, description="Most events returned.")
+    ] = None,
+    series_format: SeriesFormat = "delta",
+    types: Types = None,
+    levels: Levels = None,
+    include_status: IncludeStatus = True,
+) -> Response:
+    ctx.require("event:history", task_id)
+    engine = engine_of(request)
+    check_task_auth_config(ctx, await engine.require_task(task_id), "event:history")
+    after = -1
+    if since_id is not None:
+        # An unknown id reads the whole history (as the original does).
+        resolved = await engine.resolve_cursor(task_id, since_id)
+        after = -1 if resolved is None else resolved
+    elif since_index is not None:
+        after = since_index
+    event_filter = EventFilter(
+        types=split_list(types), levels=split_list(levels), include_status=include_status
+    )
+    out: list[dict[str, Any]] = []
+    stored = _stored(engine, task_id, after, since_timestamp, series_format == "accumulated")
+    async for event in stored:
+        if event.index > after and (since_timestamp is None or event.timestamp > since_timestamp):
+            if event_filter.matches(event):
+                out.append(event.to_dict())
+                if limit is not None and len(out) >= limit:
+                    break
+    await stored.aclose()
+    return json_response(out)
+
+
+async def _stored(
+    engine: TaskEngine, task_id: str, after: int, since_timestamp: int | None, collapsed: bool
+) -> AsyncGenerator[TaskEvent, None]:
+    """Stored events in index order, page by page, optionally collapsed into snapshots."""
+    # Accumulated snapshots need each series from its start, so that mode reads from index 0
+    # (the caller drops what lies before the cursor).
+    collapser = Collapser() if collapsed else None
+    cursor = -1 if collapsed else after
+    while True:
+        page = await engine.get_events(
+            task_id,
+            EventQuery(
+                after_index=cursor,
+                after_timestamp=None if collapsed else since_timestamp,
+                limit=_PAGE,
+            ),
+        )
+        for event in page:
+            cursor = event.index
+            if collapser is None:
+                yield event
+            else:
+                for item in collapser.feed(event):
+                    yield item
+        if len(page) < _PAGE:
+            break
+    if collapser is not None:
+        for item in collapser.flush():
+            yield item
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    summary="Subscribe to a task's events (SSE)",
+    response_class=SSEResponse,
+    status_code=200,
+    responses=with_errors(_SSE_DOC, 400, 401, 403, 404, 503),
+)
+async def task_stream(
+    request: Request,
+    task_id: str,
+    ctx: Ctx,
+    types: Types = None,
+    levels: Levels = None,
+    include_status: IncludeStatus = True,
+    wrap: Annotated[bool, Query(description="`false` sends full TaskEvent objects.")] = True,
+    series_format: SeriesFormat = "delta",
+    since_id: SinceId = None,
+    since_index: Annotated[
+        int | None,
+        Query(
+            alias="since.index",
+            ge=-1,
+            le=MAX_SAFE,
+            description="Filtered index: skip up to and including.",
+        ),
+    ] = None,
+    since_timestamp: SinceTimestamp = None,
+    limit: Limit = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="Used when no since.* is given.")
+    ] = None,
+) -> Response:
+    ctx.require("event:subscribe", task_id)
+    engine = engine_of(request)
+    config = config_of(request)
+    check_task_auth_config(ctx, await engine.require_task(task_id), "event:subscribe")
+    explicit = since_id is not None or since_index is not None or bool(since_timestamp)
+    if not explicit and last_event_id:
+        since_id = last_event_id
+    options = StreamOptions(
+        filter=EventFilter(
+            types=split_list(types), levels=split_list(levels), include_status=include_status
+        ),
+        wrap=wrap,
+        series_format=series_format,
+        since_id=since_id,
+        since_index=since_index,
+        # As in the original, since.timestamp=0 counts as absent.
+        since_timestamp=since_timestamp or None,
+        limit=limit,
+        heartbeat_seconds=config.heartbeat_seconds,
+        retry_ms=config.retry_ms,
+    )
+    return SSEResponse(TaskStream(engine, task_id, options).frames())
+
+
+def _global_access(engine: TaskEngine, ctx: AuthContext) -> Callable[[str], Awaitable[bool]]:
+    """Whether the caller may see a task's events: ``taskIds``, then the task's authConfig.
+
+    authConfig is fixed at creation, so the verdict is cached per task for the connection.
+    """
+    verdicts: dict[str, bool] = {}
+
+    async def allowed(task_id: str) -> bool:
+        if not ctx.can_access(task_id):
+            return False
+        if ctx.source == "none":
+            return True
+        verdict = verdicts.get(task_id)
+        if verdict is None:
+            try:
+                check_task_auth_config(ctx, await engine.get_task(task_id), "event:subscribe")
+                verdict = True
+            except AuthError:
+                verdict = False
+            if len(verdicts) >= 10_000:
+                verdicts.clear()
+            verdicts[task_id] = verdict
+        return verdict
+
+    return allowed
+
+
+@router.get(
+    "/events",
+    summary="Live events of every task (SSE, no replay)",
+    response_class=SSEResponse,
+    status_code=200,
+    responses=with_errors(_SSE_DOC, 400, 401, 403),
+)
+async def global_stream(
+    request: Request, ctx: Ctx, types: Types = None, levels: Levels = None
+) -> Response:
+    ctx.require("event:subscribe")
+    engine = engine_of(request)
+    config = config_of(request)
+    # Unlike the per-task stream, an empty list means "no filter" here (as the original).
+    event_filter = EventFilter(types=split_list(types) or None, levels=split_list(levels) or None)
+    return SSEResponse(
+        global_frames(
+            engine.hub,
+            filter=event_filter,
+            allowed=_global_access(engine, ctx),
+            heartbeat_seconds=config.heartbeat_seconds,
+            retry_ms=config.retry_ms,
+            queue_limit=config.queue_limit,
+        )
+    )

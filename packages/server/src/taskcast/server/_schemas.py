@@ -1,0 +1,196 @@
+"""Request and response bodies, as pydantic models (they also feed ``/openapi.json``).
+
+Request models are strict (``"5"`` is not a number, ``1`` is not ``true``) and ignore
+unknown keys, as the original does. Response models only document: routes encode the
+core dataclasses' own wire form, in which unset optional keys are absent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "BATCH_ADAPTER",
+    "CREATE_ADAPTER",
+    "RESOLVE_ADAPTER",
+    "TRANSITION_ADAPTER",
+    "BlockedRequest",
+    "CleanupSpec",
+    "CreateTaskBody",
+    "ErrorBody",
+    "EventBody",
+    "EventOut",
+    "PublishBody",
+    "ResolveBody",
+    "TaskErrorBody",
+    "TaskList",
+    "TaskOut",
+    "TransitionBody",
+]
+
+Status = Literal[
+    "pending",
+    "assigned",
+    "running",
+    "paused",
+    "blocked",
+    "completed",
+    "failed",
+    "timeout",
+    "cancelled",
+]
+LevelName = Literal["debug", "info", "warn", "error"]
+SeriesModeName = Literal["keep-all", "accumulate", "latest"]
+# Integers are bounded so every backend can store them (PostgreSQL INTEGER / BIGINT columns)
+# and JavaScript clients can read them exactly.
+MAX_INT32 = 2**31 - 1
+MAX_SAFE = 2**53 - 1
+PositiveInt32 = Annotated[int, Field(gt=0, le=MAX_INT32)]
+PositiveSafeInt = Annotated[int, Field(gt=0, le=MAX_SAFE)]
+# A task id is used in URLs, store keys and log lines: no control characters.
+TaskId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(strict=True, alias_generator=to_camel, extra="ignore")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="allow")
+
+
+class CleanupSpec(BaseModel):
+    """Cleanup rules, stored as given."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    rules: list[Any]
+
+
+class TaskErrorBody(_In):
+    code: str | None = None
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class BlockedRequest(_In):
+    type: str
+    data: Any = None
+
+
+class CreateTaskBody(_In):
+    """``POST /tasks``; every field is optional."""
+
+    id: TaskId | None = None
+    type: str | None = None
+    params: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    ttl: PositiveInt32 | None = None
+    """Seconds until the task times out."""
+    auth_config: dict[str, Any] | None = None
+    webhooks: list[Any] | None = None
+    cleanup: CleanupSpec | None = None
+    tags: list[str] | None = None
+    assign_mode: Literal["external", "pull", "ws-offer", "ws-race"] | None = None
+    cost: PositiveInt32 | None = None
+    disconnect_policy: Literal["reassign", "mark", "fail"] | None = None
+
+
+class TransitionBody(_In):
+    """``PATCH /tasks/{id}/status``."""
+
+    status: Status
+    result: dict[str, Any] | None = None
+    error: TaskErrorBody | None = None
+    reason: str | None = None
+    ttl: PositiveInt32 | None = None
+    resume_after_ms: PositiveSafeInt | None = None
+    blocked_request: BlockedRequest | None = None
+
+
+class EventBody(_In):
+    """One event to publish."""
+
+    type: Annotated[str, Field(min_length=1)]
+    level: LevelName = "info"
+    data: Any = None
+    series_id: str | None = None
+    series_mode: SeriesModeName | None = None
+    series_acc_field: str | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Within a task, a repeated key returns the first event and stores nothing."""
+
+
+def _shape(value: Any) -> str:
+    return "array" if isinstance(value, list) else "object"
+
+
+PublishBody = Annotated[
+    Annotated[EventBody, Tag("object")] | Annotated[list[EventBody], Tag("array")],
+    Discriminator(_shape),
+]
+
+
+class ResolveBody(_In):
+    """``POST /tasks/{id}/resolve``."""
+
+    data: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class TaskOut(_Out):
+    """A task; optional keys are absent when unset."""
+
+    id: str
+    status: Status
+    created_at: int
+    updated_at: int
+    type: str | None = None
+    params: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    completed_at: int | None = None
+    ttl: int | None = None
+    tags: list[str] | None = None
+    reason: str | None = None
+    resume_at: int | None = None
+    blocked_request: dict[str, Any] | None = None
+    hot: bool | None = Field(default=None, description="Only on GET: a live subscriber exists.")
+    subscriber_count: int | None = Field(
+        default=None, description="Only on GET: live SSE subscribers on this server process."
+    )
+
+
+class TaskList(_Out):
+    tasks: list[TaskOut]
+    next_cursor: str | None = Field(default=None, description="Present when more tasks remain.")
+
+
+class EventOut(_Out):
+    """A stored event."""
+
+    id: str
+    task_id: str
+    index: int
+    timestamp: int
+    type: str
+    level: LevelName
+    data: Any = None
+    series_id: str | None = None
+    series_mode: SeriesModeName | None = None
+    series_acc_field: str | None = None
+    series_snapshot: bool | None = None
+    idempotency_key: str | None = None
+
+
+CREATE_ADAPTER = TypeAdapter(CreateTaskBody)
+TRANSITION_ADAPTER = TypeAdapter(TransitionBody)
+BATCH_ADAPTER: TypeAdapter[EventBody | list[EventBody]] = TypeAdapter(PublishBody)
+RESOLVE_ADAPTER = TypeAdapter(ResolveBody)
