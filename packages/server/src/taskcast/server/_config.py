@@ -34,10 +34,7 @@ class ServerConfig:
     cors_origins: tuple[str, ...] | None = None
     """Origins allowed by CORS (``("*",)`` for any); ``None`` leaves CORS off."""
     queue_limit: int | None = None
-    """Bound of a global-stream subscriber's queue; ``None`` uses the engine's ``queue_limit``.
-
-    Per-task streams use the engine's bound (``TaskEngine(queue_limit=...)``).
-    """
+    """Bound of each subscriber's queue; ``None`` uses the engine's ``queue_limit``."""
     version: str = _package_version()
     """Version reported by ``GET /``, ``/health`` and the OpenAPI document."""
     title: str = "Taskcast API"

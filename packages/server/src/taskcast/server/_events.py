@@ -280,6 +280,7 @@ async def task_stream(
         limit=limit,
         heartbeat_seconds=config.heartbeat_seconds,
         retry_ms=config.retry_ms,
+        queue_limit=config.queue_limit,
     )
     return SSEResponse(TaskStream(engine, task_id, options).frames())
 
