@@ -104,7 +104,7 @@ def test_cleanup_rule_matching() -> None:
     assert not matches_cleanup_rule(done, CleanupRule(statuses=("failed",)), 2000)
     assert matches_cleanup_rule(done, CleanupRule(task_types=("llm.*",)), 2000)
     assert not matches_cleanup_rule(done, CleanupRule(task_types=("job",)), 2000)
-    assert not matches_cleanup_rule(done, CleanupRule(target="events"), 2000)
+    assert matches_cleanup_rule(done, CleanupRule(target="events"), 2000)
     assert not matches_cleanup_rule(done.copy(status="running"), CleanupRule(), 2000)
     rule = CleanupRule.from_dict(
         {
@@ -159,3 +159,34 @@ async def test_scheduler_survives_store_errors() -> None:
         task = await engine.create_task(TaskInput(ttl=1))
         await wait_for_status(engine, task.id, "timeout")
     assert errors[:1] == ["scheduler"]
+
+
+async def test_cleanup_events_target_deletes_selected_events() -> None:
+    rule = {
+        "target": "events",
+        "trigger": {"afterMs": 0},
+        "eventFilter": {"types": ["llm.*"], "levels": ["debug"], "seriesMode": "accumulate"},
+    }
+    async with TaskEngine(
+        short_term=MemoryShortTermStore(), scheduler=SchedulerConfig(interval_seconds=0)
+    ) as engine:
+        task = await engine.create_task(TaskInput(cleanup={"rules": [rule]}))
+        await engine.transition_task(task.id, "running")
+        await engine.publish_events(task.id, [
+            EventInput(type="llm.delta", level="debug", data=1, series_id="s", series_mode="accumulate"),
+            EventInput(type="llm.delta", level="debug", data=2),
+            EventInput(type="llm.delta", level="info", data=3),
+            EventInput(type="tool", level="debug", data=4),
+            EventInput(type="llm.x", level="debug", data=5, series_id="p", series_mode="latest"),
+        ])  # fmt: skip
+        await engine.transition_task(task.id, "completed")
+        await engine.scheduler.cleanup()
+        left = [e.data for e in await engine.get_events(task.id) if e.type != "taskcast:status"]
+        assert left == [3, 4, 5]
+        assert await engine.get_task(task.id) is not None
+        await engine.scheduler.cleanup()  # remembered: not re-read
+        older = CleanupRule.from_dict({"target": "events", "eventFilter": {"olderThanMs": 10}})
+        event = (await engine.get_events(task.id))[0]
+        assert older.selects(event, event.timestamp + 11)
+        assert not older.selects(event, event.timestamp + 10)
+        assert older.selects(event, None)

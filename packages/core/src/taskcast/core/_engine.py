@@ -267,6 +267,10 @@ class TaskEngine:
             await self.broadcast.publish(task_id, [marker])
         return existed
 
+    async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
+        """Remove stored events by index (cleanup rules); live streams are unaffected."""
+        return await self.short_term.delete_events(task_id, indexes)
+
     async def transition_task(
         self,
         task_id: str,

@@ -162,6 +162,15 @@ class MemoryShortTermStore:
     async def delete_task(self, task_id: str) -> bool:
         return self._slots.pop(task_id, None) is not None
 
+    async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
+        slot = self._slots.get(task_id)
+        if slot is None:
+            return 0
+        gone = set(indexes)
+        before = len(slot.events)
+        slot.events = [e for e in slot.events if e.index not in gone]
+        return before - len(slot.events)
+
 
 class MemoryBroadcast:
     """In-process broadcast: handlers run synchronously inside ``publish``."""

@@ -84,6 +84,12 @@ class ShortTermStore(Protocol):
     async def delete_task(self, task_id: str) -> bool:
         """Remove the task with everything stored for it; False if it did not exist."""
 
+    async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
+        """Remove stored events by index (cleanup rules); their ids stay valid cursors.
+
+        Returns how many were removed.
+        """
+
 
 @runtime_checkable
 class BroadcastProvider(Protocol):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import InvalidTransitionError, TaskcastError, TaskNotFoundError
 from ._filters import matches_type
 from ._ids import now_ms
-from ._models import TERMINAL_STATUSES, Task, TaskQuery
+from ._models import TERMINAL_STATUSES, EventQuery, Task, TaskEvent, TaskQuery
 
 if TYPE_CHECKING:
     from ._engine import TaskEngine
@@ -31,10 +31,10 @@ _PAGE = 500
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class CleanupRule:
-    """Delete finished tasks some time after they finished (reference §10.1).
+    """Delete finished tasks, or some of their events, after they finished (reference §10.1).
 
     ``target`` ``all`` and ``task`` remove the task with its events (events cannot outlive
-    their task here).
+    their task here); ``events`` removes the events the ``event_*`` filters select.
     """
 
     name: str | None = None
@@ -42,6 +42,26 @@ class CleanupRule:
     statuses: tuple[str, ...] | None = None
     after_ms: int = 0
     target: str = "all"
+    event_types: tuple[str, ...] | None = None
+    event_levels: tuple[str, ...] | None = None
+    event_series_modes: tuple[str, ...] | None = None
+    older_than_ms: int | None = None
+
+    def selects(self, event: TaskEvent, completed_at: int | None) -> bool:
+        """Whether an ``events`` rule removes ``event`` (the original's filter)."""
+        if self.event_types is not None and not matches_type(event.type, self.event_types):
+            return False
+        if self.event_levels is not None and event.level not in self.event_levels:
+            return False
+        if (
+            self.event_series_modes is not None
+            and event.series_mode is not None
+            and event.series_mode not in self.event_series_modes
+        ):
+            return False
+        if self.older_than_ms is not None and completed_at is not None:
+            return event.timestamp < completed_at - self.older_than_ms
+        return True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CleanupRule:
@@ -49,12 +69,21 @@ class CleanupRule:
         trigger = data.get("trigger") or {}
         types = match.get("taskTypes")
         statuses = match.get("status")
+        events = data.get("eventFilter") or {}
+        modes = events.get("seriesMode")
+        if isinstance(modes, str):
+            modes = [modes]
+        older = events.get("olderThanMs")
         return cls(
             name=data.get("name"),
             task_types=tuple(types) if types is not None else None,
             statuses=tuple(statuses) if statuses is not None else None,
             after_ms=int(trigger.get("afterMs") or 0),
             target=str(data.get("target") or "all"),
+            event_types=tuple(events["types"]) if events.get("types") is not None else None,
+            event_levels=tuple(events["levels"]) if events.get("levels") is not None else None,
+            event_series_modes=tuple(modes) if modes is not None else None,
+            older_than_ms=int(older) if older is not None else None,
         )
 
 
@@ -65,9 +94,6 @@ def matches_cleanup_rule(task: Task, rule: CleanupRule, now: int) -> bool:
     if rule.statuses is not None and task.status not in rule.statuses:
         return False
     if rule.task_types is not None and not matches_type(task.type, rule.task_types):
-        return False
-    if rule.target not in ("all", "task"):
-        # Event-level cleanup ("events" with an eventFilter) is not supported yet.
         return False
     finished = task.completed_at or task.updated_at
     return now - finished >= rule.after_ms
@@ -90,6 +116,9 @@ class Scheduler:
         self._config = config
         self._task: asyncio.Task[None] | None = None
         self._last_cleanup = 0.0
+        # (task id, rule position) pairs whose event cleanup already ran in this process, so
+        # a finished task's history is not re-read every interval.
+        self._events_cleaned: set[tuple[str, int]] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -159,5 +188,24 @@ class Scheduler:
                         rules.append(CleanupRule.from_dict(raw))
                     except (TypeError, ValueError, AttributeError):
                         logger.warning("ignoring malformed cleanup rule on task %s", task.id)
-            if any(matches_cleanup_rule(task, rule, now) for rule in rules):
+            due = [(i, r) for i, r in enumerate(rules) if matches_cleanup_rule(task, r, now)]
+            if any(rule.target in ("all", "task") for _, rule in due):
                 await self._engine.delete_task(task.id)
+                continue
+            for position, rule in due:
+                if rule.target == "events" and (task.id, position) not in self._events_cleaned:
+                    await self._clean_events(task, rule)
+                    self._events_cleaned.add((task.id, position))
+
+    async def _clean_events(self, task: Task, rule: CleanupRule) -> None:
+        after = -1
+        while True:
+            page = await self._engine.get_events(
+                task.id, EventQuery(after_index=after, limit=_PAGE)
+            )
+            doomed = [e.index for e in page if rule.selects(e, task.completed_at)]
+            if doomed:
+                await self._engine.delete_events(task.id, doomed)
+            if len(page) < _PAGE:
+                return
+            after = page[-1].index

@@ -258,6 +258,25 @@ class RedisShortTermStore:
             if len(raws) < size:
                 return out
 
+    async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
+        """Remove stored events by index; their ids stay in the cursor map."""
+        wanted = set(indexes)
+        if not wanted:
+            return 0
+        k = self.keys.for_task(task_id)
+        with guard():
+            raws = await self._client.lrange(k.events, 0, -1)
+            doomed = [raw for raw in raws if decode_event(raw).index in wanted]
+            if not doomed:
+                return 0
+            # Entries are unique JSON strings, so removing by value is exact even while
+            # concurrent commits append; cleanup runs on finished tasks anyway.
+            async with self._client.pipeline(transaction=True) as pipe:
+                for raw in doomed:
+                    pipe.lrem(k.events, 1, raw)  # type: ignore[arg-type]
+                removed = await pipe.execute()
+        return sum(int(n) for n in removed)
+
     async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
         with guard():
             raw = await self._client.hget(self.keys.for_task(task_id).event_idx, event_id)

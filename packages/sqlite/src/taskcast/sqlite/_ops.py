@@ -189,6 +189,13 @@ def delete_task(conn: sqlite3.Connection, task_id: str) -> bool:
     return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
 
 
+def delete_events(conn: sqlite3.Connection, task_id: str, indexes: Sequence[int]) -> int:
+    # event_ids keeps the ids, so a client holding one as a cursor still resumes after it.
+    return conn.executemany(
+        "DELETE FROM events WHERE task_id = ? AND idx = ?", [(task_id, i) for i in indexes]
+    ).rowcount
+
+
 # -- reads (reader threads) -------------------------------------------------------------
 
 

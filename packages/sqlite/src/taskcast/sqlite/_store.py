@@ -280,3 +280,7 @@ class SQLiteStore:
 
     async def delete_task(self, task_id: str) -> bool:
         return await self._write(lambda conn: _ops.delete_task(conn, task_id))
+
+    async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
+        wanted = list(indexes)
+        return await self._write(lambda conn: _ops.delete_events(conn, task_id, wanted))

@@ -297,6 +297,24 @@ class ShortTermStoreContract:
         again = await store.commit_events(task.id, [draft(idempotency_key="k")])
         assert again.events[0].index == 0 and again.events[0].id != r.events[0].id
 
+    async def test_delete_events_keeps_cursors(self, store: ShortTermStore) -> None:
+        task = make_task()
+        await store.create_task(task)
+        r = await store.commit_events(task.id, [draft(data=i) for i in range(6)])
+        assert await store.delete_events(task.id, [1, 3, 4, 99]) == 3
+        stored = await store.get_events(task.id, EventQuery())
+        assert [e.index for e in stored] == [0, 2, 5]
+        assert [e.index for e in await store.get_events(task.id, EventQuery(after_index=1))] == [
+            2,
+            5,
+        ]
+        assert [e.index for e in await store.get_events(task.id, EventQuery(after_index=3))] == [5]
+        assert await store.resolve_cursor(task.id, r.events[3].id) == 3
+        assert await store.delete_events(task.id, []) == 0
+        assert await store.delete_events("missing-" + new_id(), [0]) == 0
+        more = await store.commit_events(task.id, [draft()])
+        assert more.events[0].index == 6
+
     async def test_ping(self, store: ShortTermStore) -> None:
         await store.ping()
 
