@@ -18,8 +18,14 @@ class RawStream:
     writer: asyncio.StreamWriter | None = None
 
     async def open(self, *, read_limit: int = 2**16) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=read_limit)
-        lines = [f"GET {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: text/event-stream"]
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, limit=read_limit
+        )
+        lines = [
+            f"GET {self.path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Accept: text/event-stream",
+        ]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await self.writer.drain()

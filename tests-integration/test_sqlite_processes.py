@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server
+from itsupport import Server
 from sse_client import RawStream
 
 pytestmark = pytest.mark.anyio
@@ -25,12 +25,15 @@ async def test_terminal_race_across_two_processes(servers: list[Server], db_path
     servers.append(b)
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as client:
         task = (await client.post(a.url + "/tasks", json={})).json()
-        assert (await client.patch(f"{b.url}/tasks/{task['id']}/status", json={"status": "running"})).status_code == 200
+        assert (
+            await client.patch(f"{b.url}/tasks/{task['id']}/status", json={"status": "running"})
+        ).status_code == 200
         targets = ["completed", "failed", "cancelled", "timeout"]
         responses = await asyncio.gather(
             *(
                 client.patch(
-                    f"{(a, b)[i % 2].url}/tasks/{task['id']}/status", json={"status": targets[i % 4]}
+                    f"{(a, b)[i % 2].url}/tasks/{task['id']}/status",
+                    json={"status": targets[i % 4]},
                 )
                 for i in range(100)
             )
@@ -40,7 +43,10 @@ async def test_terminal_race_across_two_processes(servers: list[Server], db_path
         loser = next(r for r in responses if r.status_code == 409)
         assert loser.json()["error"].startswith("Invalid transition: ")
         history = (await client.get(f"{a.url}/tasks/{task['id']}/events/history")).json()
-        assert [e["data"]["status"] for e in history] == ["running", (await client.get(f"{b.url}/tasks/{task['id']}")).json()["status"]]
+        assert [e["data"]["status"] for e in history] == [
+            "running",
+            (await client.get(f"{b.url}/tasks/{task['id']}")).json()["status"],
+        ]
 
 
 async def test_memory_terminal_race(servers: list[Server]) -> None:
@@ -50,7 +56,12 @@ async def test_memory_terminal_race(servers: list[Server]) -> None:
         task = (await client.post(server.url + "/tasks", json={"id": "race"})).json()
         await client.patch(f"{server.url}/tasks/race/status", json={"status": "running"})
         responses = await asyncio.gather(
-            *(client.patch(f"{server.url}/tasks/{task['id']}/status", json={"status": "completed"}) for _ in range(100))
+            *(
+                client.patch(
+                    f"{server.url}/tasks/{task['id']}/status", json={"status": "completed"}
+                )
+                for _ in range(100)
+            )
         )
         assert sorted(r.status_code for r in responses) == [200] + [409] * 99
 
@@ -66,7 +77,10 @@ async def test_sigkill_after_last_ack_loses_nothing(servers: list[Server], db_pa
 
         async def publisher(p: int) -> None:
             for i in range(20):
-                r = await client.post(f"{server.url}/tasks/{tid}/events", json={"type": "log", "data": {"p": p, "i": i}})
+                r = await client.post(
+                    f"{server.url}/tasks/{tid}/events",
+                    json={"type": "log", "data": {"p": p, "i": i}},
+                )
                 assert r.status_code == 201
                 acked.append(r.json())
 
@@ -85,7 +99,9 @@ async def test_sigkill_after_last_ack_loses_nothing(servers: list[Server], db_pa
         assert [e["index"] for e in history] == list(range(501))
         # Resume mid-stream with Last-Event-ID: exactly the rest, then completion.
         middle = history[250]
-        stream = RawStream("127.0.0.1", again.port, f"/tasks/{tid}/events", {"Last-Event-ID": middle["id"]})
+        stream = RawStream(
+            "127.0.0.1", again.port, f"/tasks/{tid}/events", {"Last-Event-ID": middle["id"]}
+        )
         await stream.open()
         await client.patch(f"{again.url}/tasks/{tid}/status", json={"status": "completed"})
         got = []

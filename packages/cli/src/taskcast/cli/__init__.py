@@ -11,9 +11,9 @@ from ._errors import ConfigFileError, SettingsError, StartupError
 from ._files import CONFIG_FILE_NAMES, find_config_file, interpolate, load_config_file
 from ._logging import logging_config
 from ._main import app, main
+from ._resolve import ENV_VARS, default_db_path, load_settings, resolve_settings
 from ._serve import TaskcastServer, serve
 from ._settings import (
-    ENV_VARS,
     AdapterSettings,
     AdaptersSettings,
     AuthSettings,
@@ -22,9 +22,7 @@ from ._settings import (
     PostgresSettings,
     RedisSettings,
     TaskcastSettings,
-    default_db_path,
-    load_settings,
-    resolve_settings,
+    TrustedServiceSettings,
 )
 
 __version__ = "0.1.0"
@@ -45,6 +43,7 @@ __all__ = [
     "StartupError",
     "TaskcastServer",
     "TaskcastSettings",
+    "TrustedServiceSettings",
     "app",
     "build",
     "build_engine",

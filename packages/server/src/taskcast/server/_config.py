@@ -23,6 +23,8 @@ class ServerConfig:
 
     heartbeat_seconds: float = 15.0
     """Seconds between ``: ping`` comments on an idle SSE stream."""
+    write_timeout_seconds: float = 30.0
+    """A stream whose client has not accepted a write for this long is closed (stalled reader)."""
     retry_ms: int = 3000
     """Reconnect delay suggested to SSE clients with a ``retry:`` field."""
     max_body_bytes: int = 1024 * 1024
@@ -39,10 +41,14 @@ class ServerConfig:
     """Version reported by ``GET /``, ``/health`` and the OpenAPI document."""
     title: str = "Taskcast API"
     """Title of the OpenAPI document."""
+    metrics: bool = False
+    """Serve Prometheus metrics at ``GET /metrics``; off, nothing is measured (no cost)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_seconds <= 0:
             raise ConfigError("heartbeat_seconds must be positive")
+        if self.write_timeout_seconds <= 0:
+            raise ConfigError("write_timeout_seconds must be positive")
         if self.retry_ms < 0:
             raise ConfigError("retry_ms must not be negative")
         for name in ("max_body_bytes", "max_data_bytes", "max_batch"):

@@ -282,7 +282,9 @@ async def task_stream(
         retry_ms=config.retry_ms,
         queue_limit=config.queue_limit,
     )
-    return SSEResponse(TaskStream(engine, task_id, options).frames())
+    return SSEResponse(
+        TaskStream(engine, task_id, options).chunks(), write_timeout=config.write_timeout_seconds
+    )
 
 
 def _global_access(engine: TaskEngine, ctx: AuthContext) -> Callable[[str], Awaitable[bool]]:
@@ -335,5 +337,6 @@ async def global_stream(
             heartbeat_seconds=config.heartbeat_seconds,
             retry_ms=config.retry_ms,
             queue_limit=config.queue_limit,
-        )
+        ),
+        write_timeout=config.write_timeout_seconds,
     )

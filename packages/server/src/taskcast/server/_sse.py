@@ -42,16 +42,27 @@ class SSEResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], extra_headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        extra_headers: dict[str, str] | None = None,
+        *,
+        write_timeout: float = 30.0,
+    ):
         super().__init__(status_code=200)
         self._frames = frames
         self._extra = [(k.lower().encode(), v.encode()) for k, v in (extra_headers or {}).items()]
+        self._write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         frames = self._frames
         task = asyncio.current_task()
         assert task is not None
         state = {"disconnected": False, "finished": False}
+        # When the current write started (None between writes): a client that stops reading
+        # blocks our write once the socket buffers fill, and is cut after write_timeout.
+        writing: list[float | None] = [None]
+        loop = asyncio.get_running_loop()
 
         def on_disconnect() -> None:
             # Cancel once (edge-triggered): the stream generator gets one CancelledError
@@ -60,14 +71,18 @@ class SSEResponse(Response):
                 state["disconnected"] = True
                 task.cancel()
 
-        watcher = asyncio.create_task(_watch_disconnect(receive, on_disconnect))
+        watcher = asyncio.create_task(
+            _watch_disconnect(receive, on_disconnect, writing, self._write_timeout)
+        )
         try:
             await send(
                 {"type": "http.response.start", "status": 200, "headers": [*_HEADERS, *self._extra]}
             )
             try:
                 async for frame in frames:
+                    writing[0] = loop.time()
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    writing[0] = None
             except TaskcastError as exc:
                 # A store failed mid-stream. The status line is gone, so end the stream;
                 # the client reconnects and resumes from its last event id.
@@ -88,12 +103,31 @@ class SSEResponse(Response):
                 await aclose()
 
 
-async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            on_disconnect()
-            return
+async def _watch_disconnect(
+    receive: Receive,
+    on_disconnect: Callable[[], None],
+    writing: list[float | None],
+    write_timeout: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[object] = asyncio.ensure_future(receive())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=max(write_timeout / 4, 0.05))
+            if done:
+                message = pending.result()
+                if isinstance(message, dict) and message.get("type") == "http.disconnect":
+                    on_disconnect()
+                    return
+                pending = asyncio.ensure_future(receive())
+                continue
+            started = writing[0]
+            if started is not None and loop.time() - started > write_timeout:
+                logger.info("SSE client stopped reading for %.0f s; closing", write_timeout)
+                on_disconnect()
+                return
+    finally:
+        pending.cancel()
 
 
 async def global_frames(

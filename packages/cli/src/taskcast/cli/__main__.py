@@ -1,0 +1,5 @@
+"""``python -m taskcast.cli`` runs the ``taskcast`` command."""
+
+from ._main import main
+
+main()

@@ -1,0 +1,251 @@
+"""From resolved settings to an engine and an ASGI application.
+
+Nothing here reads the environment or files; :class:`TaskcastSettings` carries everything.
+Adapters are imported only when chosen, so a missing optional backend costs nothing until
+it is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from taskcast.core import (
+    BroadcastProvider,
+    ConfigError,
+    EngineLimits,
+    LongTermStore,
+    MemoryShortTermStore,
+    ShortTermStore,
+    TaskcastHooks,
+    TaskEngine,
+)
+
+from ._errors import SettingsError, StartupError
+from ._settings import TaskcastSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from taskcast.server import Authenticator, JWTConfig
+
+__all__ = ["Built", "build", "build_engine", "check_db_path", "describe_storage"]
+
+logger = logging.getLogger("taskcast.cli")
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Built:
+    """An application and the engine behind it (the server owns both)."""
+
+    app: FastAPI
+    engine: TaskEngine
+
+
+def describe_storage(settings: TaskcastSettings) -> str:
+    """``sqlite at /path``, ``memory``, ``redis at redis://host:6379/0`` (+ long-term)."""
+    shown = settings.redacted()["adapters"]
+    if settings.storage == "sqlite":
+        text = f"sqlite at {settings.db_path}"
+    elif settings.storage == "redis":
+        text = f"redis at {shown['shortTermStore']['url'] or shown['broadcast']['url']}"
+    else:
+        text = "memory"
+    if settings.long_term_url:
+        text += f", long-term: postgres at {shown['longTermStore']['url']}"
+    return text
+
+
+def check_db_path(path: Path) -> None:
+    """Create the SQLite file's directory and prove it is writable, or say why not.
+
+    SQLite's own message for an unwritable location ("unable to open database file") does
+    not say which path or why; this check does, before anything starts.
+    """
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the directory for the database {path}: {_reason(exc)}"
+        ) from None
+    if path.is_dir():
+        raise StartupError(f"the database path {path} is a directory")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise StartupError(f"the database path {path} is not writable (permission denied)")
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+def _short_term(settings: TaskcastSettings) -> tuple[ShortTermStore, BroadcastProvider | None]:
+    if settings.storage == "memory":
+        return MemoryShortTermStore(), None
+    if settings.storage == "sqlite":
+        from taskcast.sqlite import SQLiteStore
+
+        assert settings.db_path is not None
+        return SQLiteStore(settings.db_path), None
+    return _redis(settings)
+
+
+def _redis(settings: TaskcastSettings) -> tuple[ShortTermStore, BroadcastProvider | None]:
+    from taskcast.redis import RedisBroadcast, RedisShortTermStore
+
+    url = settings.redis_url
+    assert url is not None  # resolve_settings refuses storage redis without a URL
+    # The store's Lua commit publishes on the channels the broadcast listens to; both must
+    # use the same key prefix.
+    prefix = settings.redis.prefix
+    return RedisShortTermStore(url, prefix=prefix), RedisBroadcast(url, prefix=prefix)
+
+
+def _long_term(settings: TaskcastSettings) -> LongTermStore | None:
+    url = settings.long_term_url
+    if not url:
+        return None
+    from taskcast.postgres import ArchiveWriter, PostgresLongTermStore
+
+    store = PostgresLongTermStore(
+        url, schema=settings.postgres.schema_name, max_size=settings.postgres.max_connections
+    )
+    # Archive writes queue in memory and are retried while PostgreSQL is down, so an
+    # outage never fails or slows a publish (architecture §3).
+    return ArchiveWriter(store)
+
+
+def _hooks(settings: TaskcastSettings) -> list[TaskcastHooks]:
+    hooks: list[TaskcastHooks] = []
+    extra = settings.extras.get("hooks")
+    if isinstance(extra, TaskcastHooks):
+        hooks.append(extra)
+    elif isinstance(extra, list | tuple):
+        for item in extra:
+            if not isinstance(item, TaskcastHooks):
+                raise SettingsError(
+                    f"hooks: expected TaskcastHooks instances, got {type(item).__name__}"
+                )
+            hooks.append(item)
+    elif extra is not None:
+        raise SettingsError(f"hooks: expected TaskcastHooks instances, got {type(extra).__name__}")
+    if settings.sentry_dsn:
+        hooks.extend(_sentry_hooks(settings.sentry_dsn))
+    return hooks
+
+
+def _sentry_hooks(dsn: str) -> list[TaskcastHooks]:
+    try:
+        from taskcast.sentry import setup_sentry
+    except ImportError:  # pragma: no cover - taskcast-sentry is installed in the workspace
+        logger.warning(
+            "SENTRY_DSN is set but taskcast-sentry is not installed "
+            "(pip install 'taskcast-cli[sentry]'); Sentry is off"
+        )
+        return []
+    return [setup_sentry(dsn)]
+
+
+def build_engine(settings: TaskcastSettings) -> TaskEngine:
+    """An engine on the chosen storage (not opened yet)."""
+    short_term, broadcast = _short_term(settings)
+    return TaskEngine(
+        short_term=short_term,
+        broadcast=broadcast,
+        long_term=_long_term(settings),
+        hooks=_hooks(settings),
+        limits=EngineLimits(max_batch=settings.limits.max_batch),
+        queue_limit=settings.limits.queue_limit,
+    )
+
+
+def build(settings: TaskcastSettings) -> Built:
+    """The engine and the FastAPI application serving it."""
+    from taskcast.server import AdminConfig, ServerConfig, admin_router, create_app
+
+    engine = build_engine(settings)
+    config = ServerConfig(
+        heartbeat_seconds=settings.heartbeat_seconds,
+        retry_ms=settings.retry_ms,
+        max_body_bytes=settings.limits.max_body_bytes,
+        max_data_bytes=settings.limits.max_data_bytes,
+        max_batch=settings.limits.max_batch,
+        cors_origins=tuple(settings.cors) or None,
+        queue_limit=settings.limits.queue_limit,
+    )
+    jwt = _jwt_config(settings)
+    try:
+        authenticator = _authenticator(settings, jwt)
+        admin = AdminConfig.for_jwt(
+            jwt, enabled=settings.admin_api, admin_token=settings.admin_token
+        )
+    except SettingsError:
+        raise
+    except ConfigError as exc:
+        # The server checks what it can use (key sizes, algorithms, a loadable function);
+        # its message names the problem, this prefix the section.
+        raise SettingsError(f"invalid auth settings: {exc.message}") from None
+    app = create_app(engine, config=config, authenticator=authenticator)
+    # POST /admin/token: answers 404 unless adminApi is on (as the original).
+    app.include_router(admin_router(admin))
+    return Built(app=app, engine=engine)
+
+
+def _jwt_config(settings: TaskcastSettings) -> JWTConfig | None:
+    from taskcast.server import JWTConfig
+
+    jwt = settings.auth.jwt
+    if settings.auth.mode != "jwt" and not jwt.secret:
+        return None
+    return JWTConfig(
+        algorithm=jwt.algorithm,
+        secret=jwt.secret,
+        public_key=jwt.public_key,
+        public_key_file=jwt.public_key_file,
+        jwks_url=jwt.jwks_url,
+        issuer=jwt.issuer,
+        audience=tuple(jwt.audience) if jwt.audience else None,
+    )
+
+
+def _authenticator(settings: TaskcastSettings, jwt: JWTConfig | None) -> Authenticator:
+    from taskcast.server import (
+        Authenticator,
+        CompositeAuthenticator,
+        TrustedService,
+        build_authenticator,
+    )
+
+    auth = settings.auth
+    services = [
+        TrustedService(
+            name=s.name,
+            key=s.key,
+            scope=tuple(s.scope),
+            task_ids=None if s.task_ids is None else tuple(s.task_ids),
+        )
+        for s in settings.trusted_services
+    ]
+    given = settings.extras.get("authenticator")
+    if given is not None:
+        if auth.mode != "custom":
+            raise SettingsError(
+                f"authenticator: given, but auth.mode is {auth.mode}; set auth.mode to custom"
+            )
+        if isinstance(given, Authenticator):
+            return CompositeAuthenticator(given, services) if services else given
+        if not callable(given):
+            raise SettingsError(
+                "authenticator: expected a function or a taskcast.server.Authenticator, "
+                f"got {type(given).__name__}"
+            )
+    return build_authenticator(
+        auth.mode,
+        jwt=jwt if auth.mode == "jwt" else None,
+        custom=given if given is not None else auth.custom,
+        trusted_services=services,
+    )

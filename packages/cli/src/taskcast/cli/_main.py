@@ -1,0 +1,428 @@
+"""The ``taskcast`` command line (typer owns argv; pydantic-settings merges the rest)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from taskcast.core import ConfigError, TaskcastError
+
+from ._errors import SettingsError, StartupError
+from ._logging import configure_logging
+from ._resolve import load_settings
+from ._settings import TaskcastSettings
+
+__all__ = ["app", "main"]
+
+logger = logging.getLogger("taskcast.cli")
+
+
+class _DefaultToStart(TyperGroup):
+    """``taskcast`` and ``taskcast --port 4000`` mean ``taskcast start ...`` (as the original)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        # Only options imply `start`; an unknown word is reported as an unknown command.
+        if first is None or (first.startswith("-") and first not in _ROOT_OPTIONS):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+_ROOT_OPTIONS = {"--help", "-h", "--version"}
+
+app = typer.Typer(
+    name="taskcast",
+    cls=_DefaultToStart,
+    help="Taskcast: long-running task tracking with resumable SSE streams.",
+    add_completion=False,
+    # Tracebacks with local variables could print secrets; errors are one line instead.
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"taskcast {version('taskcast-cli')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Show the version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Taskcast: long-running task tracking with resumable SSE streams.
+
+    Without a command, `taskcast` runs `taskcast start`.
+    """
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``taskcast: <message>`` on stderr; return the Exit to raise."""
+    typer.echo(f"taskcast: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+# The settings path each flag sets, and the flag's name for messages.
+_FLAG_PATHS: dict[str, tuple[str, str]] = {
+    "host": ("host", "--host"),
+    "port": ("port", "--port"),
+    "storage": ("storage", "--storage"),
+    "db_path": ("db_path", "--db-path"),
+    "redis_url": ("adapters.broadcast.url", "--redis-url"),
+    "postgres_url": ("adapters.long_term_store.url", "--postgres-url"),
+    "log_level": ("log_level", "--log-level"),
+    "access_log": ("access_log", "--access-log"),
+    "heartbeat_seconds": ("heartbeat_seconds", "--heartbeat-seconds"),
+    "retry_ms": ("retry_ms", "--retry-ms"),
+    "shutdown_timeout": ("shutdown_timeout_seconds", "--shutdown-timeout"),
+    "cors_origin": ("cors", "--cors-origin"),
+    "max_body_bytes": ("limits.max_body_bytes", "--max-body-bytes"),
+    "max_data_bytes": ("limits.max_data_bytes", "--max-data-bytes"),
+    "max_batch": ("limits.max_batch", "--max-batch"),
+    "queue_limit": ("limits.queue_limit", "--queue-limit"),
+    "workers": ("processes", "--workers"),
+    "auth_mode": ("auth.mode", "--auth-mode"),
+}
+
+
+def _flags(ctx: typer.Context, values: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    flags: dict[str, tuple[str, Any]] = {}
+    for param, (path, flag) in _FLAG_PATHS.items():
+        if _given(ctx, param):
+            flags[path] = (flag, values[param])
+    if "redis_url" in values and _given(ctx, "redis_url"):
+        flags["adapters.short_term_store.url"] = ("--redis-url", values["redis_url"])
+    if values.get("verbose") and "log_level" not in flags:
+        flags["log_level"] = ("--verbose", "debug")
+    return flags
+
+
+@app.command(no_args_is_help=False)
+def start(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "-c",
+            "--config",
+            metavar="FILE",
+            help="Configuration file (.py, .yaml, .yml, .toml, .json). "
+            "Default: $TASKCAST_CONFIG, else taskcast.config.* in the working directory.",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", metavar="HOST", help="Interface to listen on.  [default: 127.0.0.1]"
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "-p",
+            "--port",
+            metavar="PORT",
+            help="Port to listen on (0: any free port).  [default: 3721]",
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "-s", "--storage", metavar="NAME", help="memory, sqlite or redis.  [default: sqlite]"
+        ),
+    ] = None,
+    db_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--db-path",
+            metavar="FILE",
+            help="SQLite file.  [default: $XDG_DATA_HOME/taskcast/taskcast.db]",
+            show_default=False,
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", metavar="URL", help="Redis URL (storage redis).")
+    ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-url", metavar="URL", help="PostgreSQL URL of the long-term store."
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="debug, info, warn, error or critical.  [default: info]",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Same as --log-level debug.")
+    ] = False,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log", help="Log every HTTP request.  [default: off]"
+        ),
+    ] = None,
+    heartbeat_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--heartbeat-seconds", metavar="SECONDS", help="SSE keep-alive interval.  [default: 15]"
+        ),
+    ] = None,
+    retry_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--retry-ms", metavar="MS", help="SSE retry: hint for clients.  [default: 3000]"
+        ),
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--shutdown-timeout",
+            metavar="SECONDS",
+            help="Seconds a graceful stop waits for requests in flight.  [default: 10]",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="Allowed CORS origin (repeatable; * for any).  [default: CORS off]",
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes", metavar="BYTES", help="Request body limit.  [default: 1048576]"
+        ),
+    ] = None,
+    max_data_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-data-bytes", metavar="BYTES", help="Event data limit.  [default: 262144]"
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batch", metavar="N", help="Events per publish request.  [default: 1000]"
+        ),
+    ] = None,
+    queue_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--queue-limit",
+            metavar="N",
+            help="Events buffered per SSE subscriber.  [default: 10000]",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "-w",
+            "--workers",
+            metavar="N",
+            help="Server processes; more than 1 needs storage redis.  [default: 1]",
+        ),
+    ] = None,
+    auth_mode: Annotated[
+        str | None,
+        typer.Option("--auth-mode", metavar="MODE", help="none, jwt or custom.  [default: none]"),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the resolved settings as JSON (secrets masked) and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Run the Taskcast server (the default command)."""
+    values = dict(ctx.params)
+    try:
+        settings = load_settings(
+            config_path=config, flags=_flags(ctx, values), environ=dict(os.environ)
+        )
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
+    if print_config:
+        typer.echo(json.dumps(settings.redacted(), indent=2))
+        return
+    log_config = configure_logging(settings.log_level, access_log=settings.access_log)
+    warn_about(settings)
+    run_server(settings, log_config)
+
+
+def warn_about(settings: TaskcastSettings) -> None:
+    """Log what is allowed but probably a mistake."""
+    for key in settings.unused_keys:
+        logger.warning("config key %r is not used by this server; ignored", key)
+    if settings.auth.mode == "none" and settings.host not in _LOOPBACK:
+        logger.warning(
+            "listening on %s without authentication: anyone who can reach it may create, "
+            "read and delete tasks (set auth.mode)",
+            settings.host,
+        )
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command()
+def migrate(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="PostgreSQL URL. Default: $TASKCAST_POSTGRES_URL, else adapters.longTermStore.url.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("-c", "--config", help="Configuration file.", show_default=False)
+    ] = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Apply without asking.")] = False,
+) -> None:
+    """Apply pending PostgreSQL migrations of the long-term store."""
+    flags = {"adapters.long_term_store.url": ("--url", url)} if url else {}
+    try:
+        settings = load_settings(config_path=config, flags=flags, environ=dict(os.environ))
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
+    target = settings.adapters.long_term_store.url
+    if not target:
+        raise fail(
+            "no PostgreSQL URL: pass --url, set TASKCAST_POSTGRES_URL or "
+            "adapters.longTermStore.url",
+            2,
+        )
+    from taskcast.postgres import run_migrate_command
+
+    code = run_migrate_command(
+        target,
+        yes=yes,
+        interactive=sys.stdin.isatty(),
+        echo=typer.echo,
+        confirm=lambda question: typer.confirm(question, default=True),
+        schema=settings.postgres.schema_name,
+    )
+    raise typer.Exit(code)
+
+
+_URL_OPTION = typer.Option(
+    "--url",
+    envvar="TASKCAST_URL",
+    help="Server URL ($TASKCAST_URL).  [default: http://127.0.0.1:3721]",
+)
+_TOKEN_OPTION = typer.Option(
+    "--token", envvar="TASKCAST_TOKEN", help="Bearer token ($TASKCAST_TOKEN).", show_default=False
+)
+_TIMEOUT_OPTION = typer.Option("--timeout", help="Seconds to wait for an answer.")
+
+
+@app.command()
+def ping(
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    timeout: Annotated[float, _TIMEOUT_OPTION] = 5.0,
+) -> None:
+    """Check that a server answers (GET /health)."""
+    from ._remote import DEFAULT_URL, ping as run_ping
+
+    raise typer.Exit(run_ping(url or DEFAULT_URL, token=token, timeout=timeout, echo=typer.echo))
+
+
+@app.command()
+def doctor(
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    timeout: Annotated[float, _TIMEOUT_OPTION] = 5.0,
+) -> None:
+    """Report a server's auth mode and storage health (GET /health/detail)."""
+    from ._remote import DEFAULT_URL, doctor as run_doctor
+
+    raise typer.Exit(run_doctor(url or DEFAULT_URL, token=token, timeout=timeout, echo=typer.echo))
+
+
+@app.command()
+def logs(
+    task_id: Annotated[str, typer.Argument(help="The task to follow.")],
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--types", help="Event type patterns (llm.*, progress), comma-separated."),
+    ] = None,
+    levels: Annotated[
+        list[str] | None,
+        typer.Option("--levels", help="Levels (debug, info, warn, error), comma-separated."),
+    ] = None,
+) -> None:
+    """Print a task's events (history, then live) until it finishes."""
+    from ._remote import DEFAULT_URL, logs as run_logs
+
+    code = run_logs(
+        url or DEFAULT_URL,
+        task_id,
+        token=token,
+        types=_comma_list(types),
+        levels=_comma_list(levels),
+        echo=typer.echo,
+    )
+    raise typer.Exit(code)
+
+
+def _comma_list(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def run_server(settings: TaskcastSettings, log_config: dict[str, Any]) -> None:
+    """Serve until stopped; one-line errors and exit codes 1 (startup) / 2 (settings)."""
+    from ._serve import serve
+
+    try:
+        serve(settings, log_config=log_config, announce=_announce)
+    except ConfigError as exc:
+        # SettingsError, or a library refusing a value (e.g. a JWT secret too short).
+        raise fail(exc.message, 2) from None
+    except (StartupError, TaskcastError) as exc:
+        raise fail(exc.message, 1) from None
+
+
+def _announce(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``taskcast`` script."""
+    app(args=argv, prog_name="taskcast")

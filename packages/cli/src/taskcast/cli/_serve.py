@@ -1,0 +1,291 @@
+"""Running the server: one process we own, or several under uvicorn's supervisor.
+
+Graceful shutdown (architecture §7): on SIGINT/SIGTERM the listening socket closes, every open
+SSE stream is asked to end (it sends a ``retry:`` hint and closes *without* ``taskcast.done``,
+so clients reconnect elsewhere and resume), uvicorn waits up to ``shutdown_timeout_seconds``
+for requests in flight, and the engine flushes and closes its stores. The process then exits
+with status 0: a requested stop is not a failure.
+
+We subclass :class:`uvicorn.Server` instead of patching uvicorn's globals (what sse-starlette
+does): the server object is ours, so its hooks are too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Generator
+from types import FrameType
+
+import uvicorn
+from uvicorn._compat import asyncio_run
+from uvicorn.supervisors import Multiprocess
+
+from taskcast.core import TaskcastError, TaskEngine
+
+from ._build import build, check_db_path, describe_storage
+from ._errors import SettingsError, StartupError
+from ._settings import TaskcastSettings
+
+__all__ = ["SETTINGS_ENV", "TaskcastServer", "bind_socket", "serve"]
+
+logger = logging.getLogger("taskcast.cli")
+
+SETTINGS_ENV = "TASKCAST_CLI_SETTINGS"
+"""Environment variable carrying the resolved settings (JSON) to worker processes."""
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def end_streams_until(engine: TaskEngine, done: asyncio.Event) -> None:
+    """Ask every open stream to end, again and again until ``done``.
+
+    Requests accepted just before the listener closed may subscribe after the first call; a
+    short repeat catches them instead of leaving them open until the graceful timeout.
+    """
+    while True:
+        engine.hub.shutdown()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.05)
+        if done.is_set():
+            return
+
+
+class TaskcastServer(uvicorn.Server):
+    """uvicorn's server with Taskcast's shutdown: streams end first, then requests drain.
+
+    Args:
+        config: The uvicorn configuration (its app serves ``engine``).
+        engine: The engine behind the app; opened before serving and closed after.
+        on_started: Called with the bound port once the server accepts connections.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        engine: TaskEngine,
+        on_started: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.engine = engine
+        self._on_started = on_started
+        self._port: int | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the captured signal after shutting down, so that the default
+        # action runs; for SIGTERM that kills the process with -15. A stop we carried out
+        # gracefully is a success, so the handlers are restored but nothing is re-raised.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            logger.info("stopping (signal %s); open streams are told to reconnect", sig)
+        super().handle_exit(sig, frame)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.engine.start()
+        try:
+            await super().serve(sockets)
+        finally:
+            await self.engine.stop()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            listeners = sockets or [s for srv in self.servers for s in (srv.sockets or ())]
+            self._on_started(int(listeners[0].getsockname()[1]))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting first, so that no new stream opens after the streams are ended.
+        for server in getattr(self, "servers", ()):
+            server.close()
+        done = asyncio.Event()
+        ender = asyncio.create_task(end_streams_until(self.engine, done))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            done.set()
+            await ender
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so a taken port is a clear one-line error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (is another server running?)"
+        raise StartupError(f"cannot listen on {_address(host, port)}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _uvicorn_config(
+    app: object, settings: TaskcastSettings, log_config: dict[str, object], **extra: object
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config,
+        log_level=None,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
+        server_header=False,
+        lifespan="on",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def serve(
+    settings: TaskcastSettings,
+    *,
+    log_config: dict[str, object],
+    announce: Callable[[str], None],
+) -> None:
+    """Run the server until SIGINT/SIGTERM.
+
+    Raises:
+        StartupError: The port, the database path or a storage backend is not usable.
+        SettingsError: The settings cannot work together (e.g. several processes on a
+            process-local broadcast).
+    """
+    if settings.storage == "sqlite":
+        assert settings.db_path is not None
+        check_db_path(settings.db_path)
+    if settings.postgres.auto_migrate and settings.long_term_url:
+        _migrate(settings.long_term_url, settings.postgres.schema_name)
+    if settings.processes > 1:
+        _serve_processes(settings, log_config=log_config, announce=announce)
+        return
+    try:
+        built = build(settings)
+    except TaskcastError:
+        raise
+    except Exception as exc:
+        logger.debug("building the application failed", exc_info=True)
+        raise StartupError(f"cannot start: {_one_line(exc)}") from None
+    sock = bind_socket(settings.host, settings.port)
+    config = _uvicorn_config(built.app, settings, log_config)
+    storage = describe_storage(settings)
+
+    def started(port: int) -> None:
+        announce(f"taskcast listening on {_url(settings.host, port)} (storage: {storage})")
+
+    server = TaskcastServer(config, engine=built.engine, on_started=started)
+    try:
+        asyncio_run(server.serve(sockets=[sock]), loop_factory=config.get_loop_factory())
+    except SystemExit as exc:  # pragma: no cover - uvicorn's own exit on a lifespan failure
+        # uvicorn exits with status 3 when the application's lifespan startup fails (the
+        # engine is already open by then, so only an application hook can cause it); it
+        # has logged the reason already.
+        raise StartupError("the application failed to start (see the log above)") from exc
+    except Exception as exc:
+        logger.debug("startup failed", exc_info=True)
+        raise StartupError(f"cannot start: {_one_line(exc)}") from None
+    finally:
+        sock.close()
+
+
+def _migrate(url: str, schema: str | None) -> None:
+    from taskcast.postgres import apply_migrations
+
+    try:
+        applied = asyncio.run(apply_migrations(url, schema))
+    except Exception as exc:
+        raise StartupError(f"cannot migrate the PostgreSQL database: {_one_line(exc)}") from None
+    for migration in applied:
+        logger.info("applied migration %s", migration.label)
+
+
+def _url(host: str, port: int) -> str:
+    shown = "[" + host + "]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, TaskcastError):
+        return exc.message
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _serve_processes(
+    settings: TaskcastSettings,
+    *,
+    log_config: dict[str, object],
+    announce: Callable[[str], None],
+) -> None:
+    if settings.admin_api and not settings.admin_token:
+        # One token for every process, not one per process.
+        settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(32)})
+        logger.warning("[taskcast] Admin token (auto-generated): %s", settings.admin_token)
+    # Build once here (then discard) so that a wrong setting is one clear error here
+    # instead of N crashing workers.
+    engine = build(settings).engine
+    if not (engine.broadcast.shared_across_processes and engine.short_term.shared_across_processes):
+        raise SettingsError(
+            f"--workers {settings.processes} needs storage shared across processes (redis): with "
+            f"storage {settings.storage} a subscriber in one process would never see events "
+            "published in another"
+        )
+    # Open and close the stores once here, so that an unreachable backend is one clear error
+    # instead of N crashing workers.
+    try:
+        asyncio.run(_probe(engine))
+    except Exception as exc:
+        raise StartupError(f"cannot start: {_one_line(exc)}") from None
+    sock = bind_socket(settings.host, settings.port)
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    config = _uvicorn_config(
+        "taskcast.cli._app:build_app",
+        settings,
+        log_config,
+        factory=True,
+        workers=settings.processes,
+    )
+    port = int(sock.getsockname()[1])
+    announce(
+        f"taskcast listening on {_url(settings.host, port)} "
+        f"(storage: {describe_storage(settings)}; {settings.processes} processes)"
+    )
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+        os.environ.pop(SETTINGS_ENV, None)
+    sys.stderr.flush()
+
+
+async def _probe(engine: TaskEngine) -> None:
+    await engine.start()
+    await engine.stop()

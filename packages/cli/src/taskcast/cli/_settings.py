@@ -1,0 +1,341 @@
+"""The settings of ``taskcast start``: one frozen model with a section per concern.
+
+:mod:`._resolve` fills it from flags, environment and file; the model itself only validates.
+pydantic-settings merges the layers it is given (nested sections key by key) through
+:class:`_LayerSource`.
+"""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "AdapterSettings",
+    "AdaptersSettings",
+    "AuthSettings",
+    "JwtSettings",
+    "Layer",
+    "LimitsSettings",
+    "PostgresSettings",
+    "RedisSettings",
+    "StorageMode",
+    "TaskcastSettings",
+    "TrustedServiceSettings",
+]
+
+StorageMode = Literal["memory", "sqlite", "redis"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def _split_commas(value: Any) -> Any:
+    # Environment variables and single flags carry lists as "a,b,c".
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _star_is_all(value: Any) -> Any:
+    return None if value == "*" else value
+
+
+def _level(value: Any) -> Any:
+    value = _lower(value)
+    return "warning" if value == "warn" else value
+
+
+class _Section(BaseModel):
+    """Keys may be written camelCase (as the original's files) or snake_case."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        loc_by_alias=False,
+    )
+
+
+class JwtSettings(_Section):
+    """``auth.jwt``: how bearer tokens are verified."""
+
+    algorithm: Literal[
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256",
+        "PS384", "PS512", "EdDSA",
+    ] | None = None  # fmt: skip
+    """Default: HS256 with a secret, inferred from the key type for a public key."""
+    secret: str | None = None
+    """Shared HMAC secret (takes precedence over a public key)."""
+    public_key: str | None = None
+    """PEM public key for RS*/ES*/PS*/EdDSA."""
+    public_key_file: Path | None = None
+    jwks_url: str | None = None
+    """JWKS endpoint of an identity provider (keys matched by ``kid``)."""
+    issuer: str | None = None
+    audience: Annotated[list[str] | None, BeforeValidator(_split_commas)] = None
+    """Accepted ``aud`` values (any of); unset: not checked."""
+
+
+class AuthSettings(_Section):
+    """``auth``: who may call the API."""
+
+    mode: Annotated[Literal["none", "jwt", "custom"], BeforeValidator(_lower)] = "none"
+    jwt: JwtSettings = JwtSettings()
+    custom: str | None = None
+    """Mode ``custom``: ``"package.module:function"`` deciding each request (a Python
+    configuration file may pass the function itself as ``authenticator``)."""
+
+
+class TrustedServiceSettings(_Section):
+    """One entry of ``trustedServices``: a backend authenticating with a shared key."""
+
+    name: str
+    key: str
+    scope: list[str] = Field(default_factory=list)
+    task_ids: Annotated[list[str] | None, BeforeValidator(_star_is_all)] = None
+    """Tasks the service may touch; ``"*"`` (or absent) means all."""
+
+
+class AdapterSettings(_Section):
+    """One storage role in ``adapters``."""
+
+    provider: Annotated[
+        Literal["memory", "sqlite", "redis", "postgres"] | None, BeforeValidator(_lower)
+    ] = None
+    url: str | None = None
+
+
+class AdaptersSettings(_Section):
+    """``adapters``: the original's per-role storage choice."""
+
+    broadcast: AdapterSettings = AdapterSettings()
+    short_term_store: AdapterSettings = AdapterSettings()
+    long_term_store: AdapterSettings = AdapterSettings()
+
+
+class LimitsSettings(_Section):
+    """``limits``: request and memory bounds (safe defaults, architecture §7)."""
+
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest accepted request body (HTTP 413 beyond)."""
+    max_data_bytes: int = Field(256 * 1024, gt=0)
+    """Largest accepted event ``data`` (JSON-encoded)."""
+    max_batch: int = Field(1000, gt=0)
+    """Most events in one publish request."""
+    queue_limit: int = Field(10_000, gt=0)
+    """Events buffered per SSE subscriber before a slow reader is cut (it resumes by cursor)."""
+
+
+class RedisSettings(_Section):
+    """``redis``: options of the Redis adapters (the URL lives in ``adapters``)."""
+
+    prefix: str = "taskcast"
+
+
+class PostgresSettings(_Section):
+    """``postgres``: options of the PostgreSQL long-term store (the URL lives in ``adapters``)."""
+
+    max_connections: int = Field(10, gt=0)
+    schema_name: str | None = Field(None, alias="schema")
+    """Work inside this schema instead of the default search path (created if absent)."""
+    auto_migrate: bool = False
+    """Apply pending migrations at startup."""
+
+
+class TaskcastSettings(BaseSettings):
+    """Everything ``taskcast start`` needs, after flags, environment and file are merged.
+
+    Build it with :func:`resolve_settings`; it is frozen and JSON-serialisable (worker
+    processes receive it as JSON), except for :attr:`extras`.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        loc_by_alias=False,
+        validate_default=False,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(3721, ge=0, le=65535)
+    log_level: Annotated[LogLevel, BeforeValidator(_level)] = "info"
+    access_log: bool = False
+    """Log one line per HTTP request (uvicorn's access log)."""
+    storage: StorageMode | None = None
+    """``memory``, ``sqlite`` or ``redis``; None until resolved (see :func:`resolve_settings`)."""
+    db_path: Path | None = None
+    """The SQLite file (storage ``sqlite``)."""
+    heartbeat_seconds: float = Field(15.0, gt=0)
+    """Seconds between SSE keep-alive comments."""
+    retry_ms: int = Field(3000, ge=0)
+    """The ``retry:`` hint sent to SSE clients."""
+    shutdown_timeout_seconds: float = Field(10.0, ge=0)
+    """How long a graceful shutdown waits for open requests before cancelling them."""
+    processes: int = Field(1, ge=1)
+    """Server processes (``--workers``); more than one needs a shared broadcast (Redis)."""
+    cors: Annotated[list[str], BeforeValidator(_split_commas)] = Field(default_factory=list)
+    """Allowed CORS origins; empty means CORS is off."""
+    limits: LimitsSettings = LimitsSettings()
+    auth: AuthSettings = AuthSettings()
+    adapters: AdaptersSettings = AdaptersSettings()
+    redis: RedisSettings = RedisSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    sentry_dsn: str | None = None
+    """Send task failures and errors to Sentry (needs ``taskcast-sentry``)."""
+    admin_api: bool = False
+    admin_token: str | None = None
+    trusted_services: list[TrustedServiceSettings] = Field(default_factory=list)
+    """Service keys accepted in ``X-Taskcast-Service-Key`` before the auth mode applies."""
+    # Keys of the original's configuration that this server does not use (yet); accepted so
+    # an existing file loads, and reported once at startup.
+    sentry: dict[str, Any] | None = None
+    webhook: dict[str, Any] | None = None
+    cleanup: dict[str, Any] | None = None
+    workers: dict[str, Any] | None = None
+    storage_lifecycle: dict[str, Any] | None = None
+    config_file: Path | None = None
+    """The file the settings were read from (informational)."""
+    extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    """Python objects a ``taskcast.config.py`` supplies (never serialised), e.g. hooks."""
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The layers are resolved by resolve_settings() before construction (it needs them
+        # to say where a bad value came from); pydantic-settings merges them in priority
+        # order. Constructed outside resolve_settings(), only defaults apply: the CLI is the
+        # one place that reads the environment.
+        layers = _ACTIVE_LAYERS.get()
+        return tuple(_LayerSource(settings_cls, layer) for layer in layers)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> TaskcastSettings:
+        """Rebuild settings from :meth:`to_json` (how worker processes receive them)."""
+        data = json.loads(raw)
+        token = _ACTIVE_LAYERS.set((Layer(kind="flags", data=data),))
+        try:
+            return cls()
+        finally:
+            _ACTIVE_LAYERS.reset(token)
+
+    def to_json(self) -> str:
+        """Everything but :attr:`extras` as JSON (secrets included: keep it private)."""
+        return self.model_dump_json()
+
+    @property
+    def unused_keys(self) -> list[str]:
+        """Keys of the original's configuration that were given but have no effect here."""
+        names = {
+            "sentry": "sentry",
+            "webhook": "webhook",
+            "cleanup": "cleanup",
+            "workers": "workers",
+            "storage_lifecycle": "storageLifecycle",
+        }
+        return [alias for name, alias in names.items() if getattr(self, name) is not None]
+
+    @property
+    def long_term_url(self) -> str | None:
+        """The PostgreSQL URL when a long-term store is active, else None."""
+        lt = self.adapters.long_term_store
+        if self.storage == "sqlite" or lt.provider not in (None, "postgres"):
+            return None
+        return lt.url
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.adapters.short_term_store.url or self.adapters.broadcast.url
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as camelCase JSON data with secrets replaced by ``"***"``."""
+        data = self.model_dump(mode="json", by_alias=True)
+        jwt = data["auth"]["jwt"]
+        if jwt.get("secret"):
+            jwt["secret"] = "***"
+        if data.get("adminToken"):
+            data["adminToken"] = "***"
+        for service in data["trustedServices"]:
+            service["key"] = "***"
+        for role in data["adapters"].values():
+            if role.get("url"):
+                role["url"] = _redact_url(role["url"])
+        if data.get("sentryDsn"):
+            data["sentryDsn"] = _redact_url(data["sentryDsn"])
+        return dict(data)
+
+
+def _redact_url(url: str) -> str:
+    # scheme://user:password@host → scheme://user:***@host
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _password = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+# -- layers ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class Layer:
+    """One source of settings, with keys already normalised to field names.
+
+    ``origins`` maps the path of every value the layer sets to the name a user would
+    recognise: a dotted key as written in the file, an environment variable, or a flag.
+    """
+
+    kind: Literal["flags", "env", "file"]
+    data: dict[str, Any] = field(default_factory=dict)
+    origins: dict[tuple[str | int, ...], str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+_ACTIVE_LAYERS: ContextVar[tuple[Layer, ...]] = ContextVar("taskcast_cli_layers", default=())
+
+
+class _LayerSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], layer: Layer) -> None:
+        super().__init__(settings_cls)
+        self._layer = layer
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._layer.data.get(field_name), field_name, False  # pragma: no cover
+
+    def __call__(self) -> dict[str, Any]:
+        return self._layer.data

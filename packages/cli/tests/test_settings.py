@@ -1,0 +1,297 @@
+"""Resolution: flags > environment > file > defaults, derived values, and where errors point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskcast.cli import (
+    ENV_VARS,
+    ConfigFileError,
+    SettingsError,
+    TaskcastSettings,
+    default_db_path,
+    resolve_settings,
+)
+
+FILE = Path("taskcast.config.yaml")
+
+
+def resolve(
+    file: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> TaskcastSettings:
+    return resolve_settings(
+        flags=flags, environ=env or {}, file=(FILE, file) if file is not None else None
+    )
+
+
+def test_defaults() -> None:
+    s = resolve(env={"HOME": "/h"})
+    assert (s.host, s.port, s.log_level, s.storage) == ("127.0.0.1", 3721, "info", "sqlite")
+    assert s.heartbeat_seconds == 15.0
+    assert s.retry_ms == 3000
+    assert s.limits.max_body_bytes == 1024 * 1024
+    assert s.limits.max_data_bytes == 256 * 1024
+    assert s.limits.max_batch == 1000
+    assert s.cors == []
+    assert s.auth.mode == "none"
+    assert s.processes == 1
+    assert s.long_term_url is None
+
+
+def test_priority_flags_over_env_over_file_over_defaults() -> None:
+    file = {"port": 1000, "host": "0.0.0.0", "retryMs": 10, "heartbeatSeconds": 2}
+    env = {"TASKCAST_PORT": "2000", "TASKCAST_HOST": "::1"}
+    flags = {"port": ("--port", 3000)}
+    s = resolve(file, env, flags)
+    assert s.port == 3000  # flag
+    assert s.host == "::1"  # env
+    assert s.retry_ms == 10  # file
+    assert s.heartbeat_seconds == 2
+    assert s.shutdown_timeout_seconds == 10.0  # default
+    assert resolve(file, env).port == 2000
+    assert resolve(file).port == 1000
+
+
+def test_nested_sections_merge_key_by_key() -> None:
+    file = {"auth": {"mode": "jwt", "jwt": {"issuer": "file", "secret": "from-file"}}}
+    s = resolve(file, {"TASKCAST_JWT_SECRET": "from-env"})
+    assert s.auth.mode == "jwt"
+    assert s.auth.jwt.issuer == "file"
+    assert s.auth.jwt.secret == "from-env"
+
+
+def test_camel_and_snake_case_keys() -> None:
+    camel = resolve({"logLevel": "warn", "limits": {"maxDataBytes": 5}, "dbPath": "/x.db"})
+    snake = resolve({"log_level": "warn", "limits": {"max_data_bytes": 5}, "db_path": "/x.db"})
+    assert camel == snake
+    assert camel.log_level == "warning"
+    assert camel.db_path == Path("/x.db")
+
+
+def test_every_environment_variable_maps_somewhere() -> None:
+    values = {
+        "TASKCAST_HOST": "0.0.0.0",
+        "TASKCAST_PORT": "1",
+        "TASKCAST_LOG_LEVEL": "ERROR",
+        "TASKCAST_ACCESS_LOG": "true",
+        "TASKCAST_STORAGE": "memory",
+        "TASKCAST_SQLITE_PATH": "/tmp/x.db",
+        "TASKCAST_HEARTBEAT_SECONDS": "2.5",
+        "TASKCAST_RETRY_MS": "7",
+        "TASKCAST_SHUTDOWN_TIMEOUT_SECONDS": "3",
+        "TASKCAST_PROCESSES": "2",
+        "TASKCAST_CORS_ORIGINS": "https://a.example, https://b.example",
+        "TASKCAST_MAX_BODY_BYTES": "11",
+        "TASKCAST_MAX_DATA_BYTES": "12",
+        "TASKCAST_MAX_BATCH": "13",
+        "TASKCAST_QUEUE_LIMIT": "14",
+        "TASKCAST_AUTH_MODE": "JWT",
+        "TASKCAST_JWT_ALGORITHM": "RS256",
+        "TASKCAST_JWT_SECRET": "sec",
+        "TASKCAST_JWT_PUBLIC_KEY": "pem",
+        "TASKCAST_JWT_PUBLIC_KEY_FILE": "/k.pem",
+        "TASKCAST_JWT_JWKS_URL": "https://idp/jwks",
+        "TASKCAST_JWT_ISSUER": "iss",
+        "TASKCAST_JWT_AUDIENCE": "aud,aud2",
+        "TASKCAST_REDIS_URL": "redis://r:6379/0",
+        "TASKCAST_REDIS_PREFIX": "pfx",
+        "TASKCAST_POSTGRES_URL": "postgresql://u:p@h/db",
+        "TASKCAST_POSTGRES_MAX_CONNECTIONS": "4",
+        "TASKCAST_POSTGRES_SCHEMA": "sch",
+        "TASKCAST_AUTO_MIGRATE": "yes",
+        "TASKCAST_ADMIN_TOKEN": "tok",
+        "SENTRY_DSN": "https://k@sentry.example/1",
+    }
+    assert set(values) == set(ENV_VARS)
+    s = resolve(env=values)
+    assert s.host == "0.0.0.0"
+    assert s.port == 1
+    assert s.log_level == "error"
+    assert s.access_log is True
+    assert s.storage == "memory"
+    assert s.db_path == Path("/tmp/x.db")
+    assert s.heartbeat_seconds == 2.5
+    assert s.retry_ms == 7
+    assert s.shutdown_timeout_seconds == 3
+    assert s.processes == 2
+    assert s.cors == ["https://a.example", "https://b.example"]
+    assert (s.limits.max_body_bytes, s.limits.max_data_bytes) == (11, 12)
+    assert (s.limits.max_batch, s.limits.queue_limit) == (13, 14)
+    assert s.auth.mode == "jwt"
+    jwt = s.auth.jwt
+    assert (jwt.algorithm, jwt.secret, jwt.public_key) == ("RS256", "sec", "pem")
+    assert (jwt.public_key_file, jwt.issuer, jwt.audience) == (
+        Path("/k.pem"),
+        "iss",
+        ["aud", "aud2"],
+    )
+    assert jwt.jwks_url == "https://idp/jwks"
+    assert s.adapters.broadcast.url == s.adapters.short_term_store.url == "redis://r:6379/0"
+    assert s.redis.prefix == "pfx"
+    assert s.long_term_url == "postgresql://u:p@h/db"
+    assert s.postgres.max_connections == 4
+    assert s.postgres.schema_name == "sch"
+    assert s.postgres.auto_migrate is True
+    assert s.admin_token == "tok"
+    assert s.sentry_dsn == "https://k@sentry.example/1"
+
+
+def test_empty_environment_values_are_ignored() -> None:
+    s = resolve({"port": 5}, {"TASKCAST_PORT": "", "TASKCAST_STORAGE": "  "})
+    assert s.port == 5
+    assert s.storage == "sqlite"
+
+
+def test_storage_resolution() -> None:
+    assert resolve({"storage": "memory"}).storage == "memory"
+    redis_env = {"TASKCAST_REDIS_URL": "redis://x"}
+    assert resolve(env=redis_env).storage == "redis"
+    assert resolve({"storage": "sqlite"}, redis_env).storage == "sqlite"
+    assert resolve({"adapters": {"broadcast": {"provider": "memory"}}}, redis_env).storage == (
+        "memory"
+    )
+    assert (
+        resolve({"adapters": {"shortTermStore": {"provider": "redis", "url": "redis://y"}}}).storage
+        == "redis"
+    )
+
+
+def test_sqlite_path_default_and_expansion() -> None:
+    assert resolve(env={"XDG_DATA_HOME": "/xdg"}).db_path == Path("/xdg/taskcast/taskcast.db")
+    assert default_db_path({}) == Path.home() / ".local/share/taskcast/taskcast.db"
+    assert resolve({"dbPath": "~/t.db"}).db_path == Path.home() / "t.db"
+    # Memory storage keeps no file unless one was configured.
+    assert resolve({"storage": "memory"}).db_path is None
+
+
+def test_postgres_long_term_is_off_with_sqlite() -> None:
+    env = {"TASKCAST_POSTGRES_URL": "postgresql://h/db"}
+    assert resolve(env=env).long_term_url is None
+    assert resolve({"storage": "memory"}, env).long_term_url == "postgresql://h/db"
+    other = {"storage": "memory", "adapters": {"longTermStore": {"provider": "memory"}}}
+    assert resolve(other, env).long_term_url is None
+
+
+def test_redacted_hides_secrets() -> None:
+    s = resolve(
+        {
+            "storage": "memory",
+            "adminToken": "t",
+            "auth": {"jwt": {"secret": "s"}},
+            "adapters": {
+                "broadcast": {"url": "redis://:pw@r:6379"},
+                "shortTermStore": {"url": "redis://r"},
+                "longTermStore": {"url": "postgresql://user:pw@h/db"},
+            },
+        },
+        {"SENTRY_DSN": "https://key:secret@sentry.example/1"},
+    )
+    data = s.redacted()
+    assert data["adminToken"] == "***"
+    assert data["auth"]["jwt"]["secret"] == "***"
+    assert data["adapters"]["broadcast"]["url"] == "redis://:***@r:6379"
+    assert data["adapters"]["shortTermStore"]["url"] == "redis://r"
+    assert data["adapters"]["longTermStore"]["url"] == "postgresql://user:***@h/db"
+    assert data["sentryDsn"] == "https://key:***@sentry.example/1"
+    assert "pw" not in str(data)
+
+
+def test_unused_original_keys_are_accepted_and_listed() -> None:
+    s = resolve(
+        {
+            "workers": {"enabled": False},
+            "storageLifecycle": {},
+            "sentry": {"dsn": "x"},
+            "trustedServices": [{"name": "svc", "key": "k", "scope": ["*"]}],
+        }
+    )
+    assert s.unused_keys == ["sentry", "workers", "storageLifecycle"]
+
+
+def test_settings_round_trip_as_json() -> None:
+    s = resolve({"storage": "memory", "cors": ["*"], "auth": {"mode": "jwt"}})
+    assert TaskcastSettings.from_json(s.to_json()) == s
+
+
+@pytest.mark.parametrize(
+    ("file", "message"),
+    [
+        ({"port": "abc"}, 'port: expected an integer, got "abc"'),
+        ({"port": 70000}, "port: expected a number less than or equal to 65535, got 70000"),
+        ({"port": None}, "port: expected an integer, got null"),
+        ({"heartbeatSeconds": "x"}, 'heartbeatSeconds: expected a number, got "x"'),
+        ({"limits": {"maxBatch": 0}}, "limits.maxBatch: expected a number greater than 0, got 0"),
+        ({"limits": []}, "limits: expected a mapping, got a list"),
+        ({"cors": ["a", 3]}, "cors[1]: expected a string, got 3"),
+        ({"cors": {"a": 1}}, "cors: expected a list, got a mapping"),
+        ({"auth": "jwt"}, 'auth: expected a mapping, got "jwt"'),
+        ({"auth": {"jwt": {"algorithmx": 1}}}, "auth.jwt.algorithmx: unknown key"),
+        ({"auth": {"mode": "magic"}}, 'auth.mode: expected none, jwt or custom, got "magic"'),
+        ({"prot": 1}, "prot: unknown key"),
+        ({"storage": "mongo"}, 'storage: expected memory, sqlite or redis, got "mongo"'),
+        ({"accessLog": "maybe"}, 'accessLog: expected true or false, got "maybe"'),
+        ({"host": " "}, 'host: must not be empty, got " "'),
+        ({"host": 5}, "host: expected a string, got 5"),
+        ({"dbPath": 5}, "dbPath: expected a path, got 5"),
+        ({"trustedServices": "x"}, 'trustedServices: expected a list, got "x"'),
+        ({"trustedServices": [1]}, "trustedServices[0]: expected a mapping, got 1"),
+        ({"trustedServices": [{"name": "a"}]}, "trustedServices[0].key: this key is required"),
+        ({"trustedServices": [{"name": "a", "key": "k", "taskIds": "some"}]},
+         'trustedServices[0].taskIds: expected a list, got "some"'),
+        ({"storage": "redis"}, "storage: storage redis needs a Redis URL "
+         "(TASKCAST_REDIS_URL or adapters.shortTermStore.url)"),
+        ({"adapters": {"broadcast": {"provider": "redis"}}}, "adapters.broadcast.provider: "
+         "storage redis needs a Redis URL (TASKCAST_REDIS_URL or adapters.shortTermStore.url)"),
+        (
+            {"adapters": {"broadcast": {"provider": "redis"}, "shortTermStore": {"provider": "memory"}}},
+            'adapters.shortTermStore.provider: shortTermStore.provider "memory" and '
+            'broadcast.provider "redis" must match',
+        ),
+        ({"adapters": {"shortTermStore": {"provider": "postgres"}}},
+         "adapters.shortTermStore.provider: postgres can only be the longTermStore provider"),
+        ({"storage": "memory", "adapters": {"longTermStore": {"provider": "postgres"}}},
+         "adapters.longTermStore.provider: the postgres long-term store needs a URL "
+         "(TASKCAST_POSTGRES_URL or adapters.longTermStore.url)"),
+    ],
+)  # fmt: skip
+def test_file_errors_name_file_and_key(file: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigFileError) as info:
+        resolve(file)
+    assert str(info.value) == f"config error in ./{FILE}: {message}"
+
+
+def test_error_points_at_the_layer_that_won() -> None:
+    # The file's good value is overridden by a bad environment value: blame the variable.
+    with pytest.raises(SettingsError) as info:
+        resolve({"port": 1}, {"TASKCAST_PORT": "x"})
+    assert not isinstance(info.value, ConfigFileError)
+    assert (
+        str(info.value)
+        == 'invalid environment variable TASKCAST_PORT: expected an integer, got "x"'
+    )
+    with pytest.raises(SettingsError) as info:
+        resolve({"port": "bad"}, {"TASKCAST_PORT": "1"}, {"port": ("--port", 70000)})
+    assert str(info.value) == (
+        "invalid value for --port: expected a number less than or equal to 65535, got 70000"
+    )
+
+
+def test_error_outside_any_layer_and_storage_errors_from_env() -> None:
+    with pytest.raises(SettingsError, match=r"^storage redis needs a Redis URL"):
+        resolve(env={"TASKCAST_STORAGE": "redis"})
+    with pytest.raises(SettingsError) as info:
+        resolve(env={"TASKCAST_LOG_LEVEL": "loud"})
+    assert str(info.value) == (
+        "invalid environment variable TASKCAST_LOG_LEVEL: expected debug, info, warning, "
+        'error or critical, got "loud"'
+    )
+
+
+def test_settings_built_directly_use_defaults_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKCAST_PORT", "9")
+    assert TaskcastSettings().port == 3721

@@ -1,0 +1,571 @@
+"""Several real server processes sharing Redis (and PostgreSQL): the production topology.
+
+Every test uses its own Redis key prefix and PostgreSQL schema (both removed afterwards) and
+starts its own `taskcast start` processes; the outage tests start their own `redis-server`
+or put a TCP proxy in front of the shared PostgreSQL (which is never stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from itsupport import Server, free_port
+from sse_client import RawStream
+
+pytestmark = pytest.mark.anyio
+
+REDIS_URL = os.environ.get("TASKCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "TASKCAST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+HERE = Path(__file__).parent
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=2).close()
+    except psycopg.Error as exc:
+        _unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    value = "tcit-" + uuid.uuid4().hex
+    yield value
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{value}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def schema(postgres_url: str) -> Iterator[str]:
+    value = "tcit_" + uuid.uuid4().hex
+    yield value
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{value}" CASCADE')
+
+
+def redis_env(url: str, prefix: str) -> dict[str, str]:
+    return {"TASKCAST_REDIS_URL": url, "TASKCAST_REDIS_PREFIX": prefix}
+
+
+def postgres_env(url: str, schema: str) -> dict[str, str]:
+    return {
+        "TASKCAST_POSTGRES_URL": url,
+        "TASKCAST_POSTGRES_SCHEMA": schema,
+        "TASKCAST_AUTO_MIGRATE": "true",
+    }
+
+
+def start_cluster(servers: list[Server], env: dict[str, str], count: int) -> list[Server]:
+    started = []
+    for _ in range(count):
+        server = Server(["--storage", "redis", "--heartbeat-seconds", "1"], env=env)
+        servers.append(server)
+        started.append(server.start())
+    return started
+
+
+# -- SSE helpers ---------------------------------------------------------------------------
+
+
+async def open_stream(server: Server, path: str, last_id: str | None = None) -> RawStream:
+    headers = {} if last_id is None else {"Last-Event-ID": last_id}
+    stream = RawStream("127.0.0.1", server.port, path, headers=headers)
+    await stream.open()
+    return stream
+
+
+async def read_all(stream: RawStream, stop_after: int | None = None) -> list[tuple[int, str]]:
+    """(rawIndex, id) of every event until done (or after ``stop_after`` events)."""
+    seen: list[tuple[int, str]] = []
+    async for event, data, id_ in stream.frames():
+        if event == "taskcast.done":
+            break
+        if event == "taskcast.event":
+            seen.append((data["rawIndex"], id_))
+            if stop_after is not None and len(seen) >= stop_after:
+                break
+    stream.close()
+    return seen
+
+
+async def follow(servers: list[Server], task_id: str, deadline: float = 60.0) -> list[int]:
+    """Follow a task to its end like a client does: reconnect with Last-Event-ID whenever
+    the stream breaks (across ``servers``, in turn), until ``taskcast.done``."""
+    seen: list[int] = []
+    last_id: str | None = None
+    attempt = 0
+    async with asyncio.timeout(deadline):
+        while True:
+            server = servers[attempt % len(servers)]
+            attempt += 1
+            try:
+                stream = await open_stream(server, f"/tasks/{task_id}/events", last_id)
+            except (OSError, RuntimeError):
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                async for event, data, id_ in stream.frames():
+                    if event == "taskcast.done":
+                        return seen
+                    if event == "taskcast.event":
+                        seen.append(data["rawIndex"])
+                        last_id = id_
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                pass
+            finally:
+                stream.close()
+            await asyncio.sleep(0.2)
+
+
+async def new_running_task(client: httpx.AsyncClient, server: Server) -> str:
+    task_id: str = (await client.post(server.url + "/tasks", json={})).json()["id"]
+    r = await client.patch(f"{server.url}/tasks/{task_id}/status", json={"status": "running"})
+    assert r.status_code == 200
+    return task_id
+
+
+async def publish(client: httpx.AsyncClient, server: Server, task_id: str, body: Any) -> Any:
+    r = await client.post(f"{server.url}/tasks/{task_id}/events", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+async def test_fanout_and_resume_across_three_instances(
+    servers: list[Server], redis_url: str, postgres_url: str, prefix: str, schema: str
+) -> None:
+    env = {**redis_env(redis_url, prefix), **postgres_env(postgres_url, schema)}
+    a, b, c = start_cluster(servers, env, 3)
+    async with httpx.AsyncClient(timeout=30) as client:
+        task_id = await new_running_task(client, a)
+        path = f"/tasks/{task_id}/events"
+        on_b, on_c, half = [await open_stream(s, path) for s in (b, c, a)]
+        readers = [asyncio.create_task(read_all(s)) for s in (on_b, on_c)]
+        first_half = asyncio.create_task(read_all(half, stop_after=11))
+        for i in range(20):
+            await publish(client, a, task_id, {"type": "step", "data": i})
+        read_half = await asyncio.wait_for(first_half, 30)
+        # The subscriber that read half on A resumes on C with Last-Event-ID.
+        resumed = await open_stream(c, path, last_id=read_half[-1][1])
+        rest_reader = asyncio.create_task(read_all(resumed))
+        await client.patch(f"{a.url}/tasks/{task_id}/status", json={"status": "completed"})
+        results = await asyncio.wait_for(asyncio.gather(*readers, rest_reader), 30)
+    everything = list(range(22))
+    assert [i for i, _ in results[0]] == everything
+    assert [i for i, _ in results[1]] == everything
+    assert results[0] == results[1]  # same ids too
+    assert [i for i, _ in read_half] + [i for i, _ in results[2]] == everything
+
+
+async def test_hundred_concurrent_terminal_transitions_one_winner(
+    servers: list[Server], redis_url: str, prefix: str
+) -> None:
+    cluster = start_cluster(servers, redis_env(redis_url, prefix), 3)
+    targets = ["completed", "failed", "cancelled", "timeout"]
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+        task_id = await new_running_task(client, cluster[0])
+
+        async def attempt(i: int) -> int:
+            server = cluster[i % 3]
+            r = await client.patch(
+                f"{server.url}/tasks/{task_id}/status", json={"status": targets[i % 4]}
+            )
+            return r.status_code
+
+        codes = await asyncio.gather(*(attempt(i) for i in range(100)))
+        history = (await client.get(f"{cluster[1].url}/tasks/{task_id}/events/history")).json()
+    assert sorted(set(codes)) == [200, 409]
+    assert codes.count(200) == 1
+    statuses = [e["data"]["status"] for e in history if e["type"] == "taskcast:status"]
+    assert statuses[0] == "running" and len(statuses) == 2
+
+
+async def test_thirty_publishers_over_three_instances(
+    servers: list[Server], redis_url: str, prefix: str
+) -> None:
+    cluster = start_cluster(servers, redis_env(redis_url, prefix), 3)
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=60)) as client:
+        task_id = await new_running_task(client, cluster[0])
+        path = f"/tasks/{task_id}/events"
+        streams = [await open_stream(s, path) for s in cluster for _ in range(2)]
+        readers = [asyncio.create_task(read_all(s)) for s in streams]
+
+        async def publisher(p: int) -> list[int]:
+            indexes = []
+            for i in range(10):
+                event = await publish(client, cluster[p % 3], task_id, {"type": "t", "data": [p, i]})
+                indexes.append(event["index"])
+            return indexes
+
+        published = await asyncio.gather(*(publisher(p) for p in range(30)))
+        await client.patch(f"{cluster[2].url}/tasks/{task_id}/status", json={"status": "completed"})
+        results = await asyncio.wait_for(asyncio.gather(*readers), 60)
+    indexes = sorted(i for batch in published for i in batch)
+    assert indexes == list(range(1, 301))
+    assert all(batch == sorted(batch) for batch in published)
+    for result in results:
+        assert [i for i, _ in result] == list(range(302))
+
+
+async def test_two_instances_one_redis_thousand_events_in_order(
+    servers: list[Server], redis_url: str, prefix: str
+) -> None:
+    a, b = start_cluster(servers, redis_env(redis_url, prefix), 2)
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=40)) as client:
+        task_id = await new_running_task(client, a)
+        path = f"/tasks/{task_id}/events"
+        readers = [asyncio.create_task(read_all(await open_stream(s, path))) for s in (a, b)]
+
+        async def publisher(p: int) -> None:
+            for i in range(50):
+                await publish(client, (a, b)[(p + i) % 2], task_id, {"type": "t", "data": [p, i]})
+
+        await asyncio.gather(*(publisher(p) for p in range(20)))
+        await client.patch(f"{b.url}/tasks/{task_id}/status", json={"status": "completed"})
+        results = await asyncio.wait_for(asyncio.gather(*readers), 60)
+    for result in results:
+        assert [i for i, _ in result] == list(range(1002))
+    assert results[0] == results[1]
+
+
+# -- Redis killed and restarted --------------------------------------------------------------
+
+
+class OwnRedis:
+    """A private `redis-server` with `appendfsync always`, killable and restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.dir = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--dir", str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not on PATH")
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+async def test_redis_killed_and_restarted_mid_stream(
+    servers: list[Server], own_redis: OwnRedis
+) -> None:
+    a, b = start_cluster(servers, redis_env(own_redis.url, "tc"), 2)
+    acknowledged: dict[int, str] = {}
+    codes: list[int] = []
+    async with httpx.AsyncClient(timeout=20) as client:
+        task_id = await new_running_task(client, a)
+        followers = [asyncio.create_task(follow(order, task_id)) for order in ([a, b], [b, a])]
+        outage = asyncio.Event()
+        restored = asyncio.Event()
+
+        async def publisher(p: int) -> None:
+            i = 0
+            while not restored.is_set() or i < 60:
+                server = (a, b)[(p + i) % 2]
+                r = await client.post(
+                    f"{server.url}/tasks/{task_id}/events", json={"type": "t", "data": [p, i]}
+                )
+                codes.append(r.status_code)
+                if r.status_code == 201:
+                    acknowledged[r.json()["index"]] = r.json()["id"]
+                elif outage.is_set():
+                    assert r.status_code == 503, r.text
+                i += 1
+                await asyncio.sleep(0.01)
+
+        publishers = [asyncio.create_task(publisher(p)) for p in range(4)]
+        while len(acknowledged) < 40:
+            await asyncio.sleep(0.01)
+        outage.set()
+        own_redis.kill()
+        await asyncio.sleep(1.5)
+        own_redis.start()
+        restored.set()
+        await asyncio.gather(*publishers)
+        # Everything acknowledged survived the SIGKILL (appendfsync always).
+        history = (await client.get(f"{b.url}/tasks/{task_id}/events/history")).json()
+        stored = {e["index"]: e["id"] for e in history}
+        assert all(stored.get(index) == id_ for index, id_ in acknowledged.items())
+        await client.patch(f"{a.url}/tasks/{task_id}/status", json={"status": "completed"})
+        results = await asyncio.gather(*followers)
+    assert set(codes) == {201, 503}
+    # Every stored event, then the completion's status event, each once and in order.
+    last = max(stored) + 1
+    for seen in results:
+        assert seen == list(range(last + 1))
+
+
+# -- PostgreSQL cut behind a proxy -----------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards a local port to PostgreSQL; `cut()` drops every connection and stops
+    listening, `restore()` listens again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
+
+
+@pytest.fixture
+async def pg_proxy(postgres_url: str) -> AsyncIterator[TcpProxy]:
+    info = psycopg.conninfo.conninfo_to_dict(postgres_url)
+    proxy = TcpProxy(str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
+    await proxy.restore()
+    yield proxy
+    await proxy.cut()
+
+
+def via_proxy(postgres_url: str, proxy: TcpProxy) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(postgres_url)
+    info.update(host="127.0.0.1", port=str(proxy.port))
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def archived_ids(postgres_url: str, schema: str, task_id: str) -> dict[int, str]:
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            f'SELECT idx, id FROM "{schema}".taskcast_events WHERE task_id = %s', (task_id,)
+        ).fetchall()
+    return {int(idx): str(id_) for idx, id_ in rows}
+
+
+async def test_postgres_cut_and_restored_while_publishing(
+    servers: list[Server],
+    redis_url: str,
+    postgres_url: str,
+    prefix: str,
+    schema: str,
+    pg_proxy: TcpProxy,
+) -> None:
+    env = {**redis_env(redis_url, prefix), **postgres_env(via_proxy(postgres_url, pg_proxy), schema)}
+    # The proxy runs on this event loop: start the servers (blocking) from a thread.
+    cluster = await asyncio.to_thread(start_cluster, servers, env, 3)
+    acknowledged: dict[int, str] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        task_id = await new_running_task(client, cluster[0])
+
+        async def burst(n: int) -> None:
+            for i in range(n):
+                event = await publish(client, cluster[i % 3], task_id, {"type": "t", "data": i})
+                acknowledged[event["index"]] = event["id"]
+
+        await burst(30)
+        await pg_proxy.cut()
+        # Publishing does not depend on the archive: all of these succeed.
+        await burst(60)
+        details = [(await client.get(s.url + "/health/detail")).json() for s in cluster]
+        assert sum(d["archive"]["backlog"] for d in details) > 0
+        await pg_proxy.restore()
+        async with asyncio.timeout(60):
+            while True:
+                details = [(await client.get(s.url + "/health/detail")).json() for s in cluster]
+                if all(d["archive"]["backlog"] == 0 for d in details):
+                    break
+                await asyncio.sleep(0.2)
+    archived = archived_ids(postgres_url, schema, task_id)
+    assert {i: archived.get(i) for i in acknowledged} == acknowledged
+
+
+# -- hot/cold lifecycle ----------------------------------------------------------------------
+
+
+class LifecycleServer(Server):
+    """`lifecycle_server.py`: the same app with short hot-retention times."""
+
+    def start(self, timeout: float = 20.0) -> Server:
+        env = {**os.environ, **self.env}
+        cmd = [sys.executable, str(HERE / "lifecycle_server.py"), str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {out}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not become healthy")
+
+
+async def wait_released(redis_url: str, prefix: str, task_id: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(30):
+            while await client.exists(f"{prefix}:task:{task_id}"):
+                await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+
+
+async def replay(server: Server, task_id: str, last_id: str | None = None) -> list[Any]:
+    stream = await open_stream(server, f"/tasks/{task_id}/events", last_id)
+    frames = []
+    async with asyncio.timeout(20):
+        async for event, data, id_ in stream.frames():
+            frames.append((event, data, id_))
+            if event == "taskcast.done":
+                break
+    stream.close()
+    return frames
+
+
+async def test_released_tasks_replay_identically_and_come_back(
+    servers: list[Server], redis_url: str, postgres_url: str, prefix: str, schema: str
+) -> None:
+    env = {
+        **redis_env(redis_url, prefix),
+        **postgres_env(postgres_url, schema),
+        "TEST_TERMINAL_RELEASE_SECONDS": "1",
+        "TEST_IDLE_RELEASE_SECONDS": "1",
+        "TEST_SWEEP_SECONDS": "0.3",
+    }
+    a, b = (LifecycleServer([], env=env) for _ in range(2))
+    servers.extend((a, b))
+    a.start()
+    b.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        # A finished task: its replay and resume from the archive match the hot ones.
+        done = await new_running_task(client, a)
+        await publish(client, a, done, [
+            {"type": "log", "data": {"n": 1}},
+            {"type": "llm", "data": {"delta": "Hel"}, "seriesId": "s", "seriesMode": "accumulate"},
+            {"type": "llm", "data": {"delta": "lo"}, "seriesId": "s", "seriesMode": "accumulate"},
+            {"type": "pct", "data": 10, "seriesId": "p", "seriesMode": "latest"},
+            {"type": "pct", "data": 90, "seriesId": "p", "seriesMode": "latest"},
+            {"type": "log", "data": {"n": 2}},
+        ])  # fmt: skip
+        await client.patch(f"{a.url}/tasks/{done}/status", json={"status": "completed"})
+        hot_full = await replay(a, done)
+        cursor = hot_full[2][2]
+        hot_resumed = await replay(b, done, cursor)
+        hot_history = (await client.get(f"{a.url}/tasks/{done}/events/history")).json()
+        await wait_released(redis_url, prefix, done)
+        assert await replay(b, done) == hot_full
+        assert await replay(a, done, cursor) == hot_resumed
+        assert (await client.get(f"{b.url}/tasks/{done}/events/history")).json() == hot_history
+        assert (await client.get(f"{b.url}/tasks/{done}")).json()["status"] == "completed"
+        late = await client.post(f"{b.url}/tasks/{done}/events", json={"type": "late"})
+        assert late.status_code == 400
+
+        # An idle unfinished task: released, then a publish brings it back where it stopped.
+        idle = await new_running_task(client, a)
+        first = await publish(client, a, idle, [{"type": "t", "data": i} for i in range(5)])
+        await wait_released(redis_url, prefix, idle)
+        follower = asyncio.create_task(follow([b], idle))
+        more = await publish(client, b, idle, [{"type": "t", "data": i} for i in range(5, 8)])
+        assert [e["index"] for e in more] == [first[-1]["index"] + 1 + i for i in range(3)]
+        await client.patch(f"{a.url}/tasks/{idle}/status", json={"status": "completed"})
+        seen = await follower
+    assert seen == list(range(10))
