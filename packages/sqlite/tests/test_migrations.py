@@ -100,10 +100,10 @@ def test_forward_migration_steps_apply_in_order(tmp_path: Path) -> None:
         conn.execute(
             "INSERT INTO tasks (id, status, created_at, data) VALUES ('t', 'pending', 1, '{}')"
         )
-        assert migrate(conn, str(path), steps) == 1
+        assert migrate(conn, str(path), steps) == len(MIGRATIONS)
         assert conn.execute("SELECT extra FROM tasks").fetchall() == [("filled",)]
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
-        assert migrate(conn, str(path), steps) == 3  # already current: nothing to do
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(steps)
+        assert migrate(conn, str(path), steps) == len(steps)  # already current: no-op
     finally:
         conn.close()
 
@@ -117,7 +117,7 @@ def test_a_failing_step_leaves_the_file_untouched(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.OperationalError):
             migrate(conn, str(path), steps)
         assert not conn.in_transaction
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "fine" not in tables
     finally:

@@ -21,6 +21,14 @@ from ._filters import STATUS_EVENT, EventFilter, matches_type
 from ._hooks import HookRunner, TaskcastHooks
 from ._hub import Hub, Subscriber
 from ._ids import new_id, now_ms
+from ._lifecycle import (
+    LifecycleConfig,
+    LifecycleWorker,
+    ReleasableStore,
+    rehydrate,
+    series_states,
+    supports_release,
+)
 from ._memory import MemoryBroadcast, MemoryLongTermStore, MemoryShortTermStore, select_events
 from ._models import (
     LEVELS,
@@ -38,11 +46,26 @@ from ._models import (
     TaskQuery,
     TaskStatus,
 )
-from ._ports import BroadcastHandler, BroadcastProvider, LongTermStore, ShortTermStore, Unsubscribe
+from ._ports import (
+    BroadcastHandler,
+    BroadcastProvider,
+    LongTermStore,
+    ShortTermStore,
+    Unsubscribe,
+    WebhookOutbox,
+)
 from ._scheduler import CleanupRule, Scheduler, SchedulerConfig, matches_cleanup_rule
 from ._series import Collapser, CommitPlan, accumulate, collapse, plan_commit
 from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_terminal
 from ._stream import StreamOptions, TaskStream
+from ._webhooks import (
+    DeliveryStatus,
+    MemoryWebhookOutbox,
+    WebhookConfig,
+    WebhookDelivery,
+    WebhookRetry,
+    parse_webhooks,
+)
 from ._wire import WireEvent, encode_count, envelope_dict
 
 __version__ = "0.1.0"
@@ -69,6 +92,7 @@ __all__ = [
     "CommitResult",
     # Errors
     "ConfigError",
+    "DeliveryStatus",
     "EngineLimits",
     "EventDraft",
     "EventFilter",
@@ -79,10 +103,14 @@ __all__ = [
     "InvalidInputError",
     "InvalidTransitionError",
     "Level",
+    "LifecycleConfig",
+    "LifecycleWorker",
     "LongTermStore",
     "MemoryBroadcast",
     "MemoryLongTermStore",
     "MemoryShortTermStore",
+    "MemoryWebhookOutbox",
+    "ReleasableStore",
     "RetryPolicy",
     "Scheduler",
     "SchedulerConfig",
@@ -107,6 +135,10 @@ __all__ = [
     "TaskcastHooks",
     "Unsubscribe",
     "UsageError",
+    "WebhookConfig",
+    "WebhookDelivery",
+    "WebhookOutbox",
+    "WebhookRetry",
     "WireEvent",
     "accumulate",
     "can_transition",
@@ -118,6 +150,10 @@ __all__ = [
     "matches_type",
     "new_id",
     "now_ms",
+    "parse_webhooks",
     "plan_commit",
+    "rehydrate",
     "select_events",
+    "series_states",
+    "supports_release",
 ]

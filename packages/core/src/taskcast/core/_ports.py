@@ -5,6 +5,7 @@
   and the task compare-and-set happen in one step.
 * :class:`BroadcastProvider` carries committed events to every process that has subscribers.
 * :class:`LongTermStore` (optional) is the permanent archive, written behind the publisher.
+* :class:`WebhookOutbox` (optional) holds webhook deliveries durably until they are sent.
 
 The contract suite in :mod:`taskcast.core.testing` pins the behaviour every adapter must have.
 """
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ._models import CommitResult, EventDraft, EventQuery, Task, TaskEvent, TaskPage, TaskQuery
+from ._webhooks import WebhookDelivery
 
 __all__ = [
     "BroadcastHandler",
@@ -22,6 +24,7 @@ __all__ = [
     "LongTermStore",
     "ShortTermStore",
     "Unsubscribe",
+    "WebhookOutbox",
 ]
 
 BroadcastHandler = Callable[[str, Sequence[TaskEvent]], None]
@@ -132,4 +135,73 @@ class LongTermStore(Protocol):
 
     async def get_events(self, task_id: str, query: EventQuery) -> list[TaskEvent]: ...
 
+    async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
+        """The index of an archived event id (None if unknown, e.g. a replaced ``latest``)."""
+
+    async def last_index(self, task_id: str) -> int:
+        """The highest archived index of the task, -1 if none."""
+
     async def delete_task(self, task_id: str) -> None: ...
+
+
+@runtime_checkable
+class WebhookOutbox(Protocol):
+    """Durable queue of webhook deliveries (see :class:`~taskcast.core.WebhookDelivery`).
+
+    A dispatcher claims due deliveries under a lease: a claim moves ``next_attempt_at`` to
+    ``now + lease_ms`` and gives the delivery a fresh ``lease`` token, so no other claimer
+    sees it until the lease runs out (a crashed claimer's deliveries come back then). Only
+    the current lease holder may record an outcome; the outcome methods answer False
+    (changing nothing) when the lease was lost.
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        """Store new pending deliveries durably (an existing id is left as it is)."""
+
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[WebhookDelivery]:
+        """Up to ``limit`` pending deliveries due at ``now`` (earliest first), now leased."""
+
+    async def complete(
+        self, delivery_id: str, lease: str, *, now: int, attempts: int, response_status: int | None
+    ) -> bool:
+        """Mark delivered."""
+
+    async def retry_at(
+        self,
+        delivery_id: str,
+        lease: str,
+        *,
+        now: int,
+        next_attempt_at: int,
+        attempts: int,
+        error: str,
+        response_status: int | None,
+    ) -> bool:
+        """Record a failed attempt and make the delivery due again at ``next_attempt_at``."""
+
+    async def fail(
+        self,
+        delivery_id: str,
+        lease: str,
+        *,
+        now: int,
+        attempts: int,
+        error: str,
+        response_status: int | None,
+    ) -> bool:
+        """Mark failed for good (attempts exhausted or the target refused)."""
+
+    async def release(self, delivery_id: str, lease: str, *, now: int) -> bool:
+        """Give a claimed delivery back unattempted, due at ``now`` (graceful shutdown)."""
+
+    async def list_for_task(self, task_id: str, limit: int) -> list[WebhookDelivery]:
+        """The task's most recent deliveries, newest first."""
+
+    async def purge(self, finished_before: int) -> int:
+        """Delete delivered/failed records finished before the given time; return how many."""

@@ -7,6 +7,7 @@ series state and the PUBLISH), so any number of server processes can share one R
 
 from ._broadcast import BroadcastState, ReconnectBackoff, RedisBroadcast
 from ._keys import KeySpace, TaskKeys
+from ._outbox import RedisWebhookOutbox
 from ._scripts import script_source
 from ._store import RedisShortTermStore
 
@@ -16,6 +17,7 @@ __all__ = [
     "ReconnectBackoff",
     "RedisBroadcast",
     "RedisShortTermStore",
+    "RedisWebhookOutbox",
     "TaskKeys",
     "script_source",
 ]

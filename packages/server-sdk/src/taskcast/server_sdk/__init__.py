@@ -39,6 +39,7 @@ from ._models import (
     TaskPage,
     TaskStatus,
 )
+from ._webhooks import verify_webhook
 
 __version__ = "0.1.0"
 
@@ -71,4 +72,5 @@ __all__ = [
     "TaskcastServerClient",
     "TaskcastTransportError",
     "UnauthorizedError",
+    "verify_webhook",
 ]

@@ -25,6 +25,13 @@ from ._config import ServerConfig
 from ._jwt import JWTAuthenticator, JWTConfig
 from ._sse import SSEResponse
 from ._tokens import mint_subscribe_token, mint_token
+from ._webhooks import (
+    WebhookDeliveryError,
+    WebhookDispatcher,
+    WebhookRefusedError,
+    WebhookSettings,
+    sign_headers,
+)
 
 __all__ = [
     "AdminConfig",
@@ -39,11 +46,16 @@ __all__ = [
     "SSEResponse",
     "ServerConfig",
     "TrustedService",
+    "WebhookDeliveryError",
+    "WebhookDispatcher",
+    "WebhookRefusedError",
+    "WebhookSettings",
     "admin_router",
     "auth_context",
     "build_authenticator",
     "create_app",
     "mint_subscribe_token",
     "mint_token",
+    "sign_headers",
     "taskcast_lifespan",
 ]

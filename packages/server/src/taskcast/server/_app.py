@@ -12,13 +12,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from taskcast.core import TaskEngine
+from taskcast.core import TaskEngine, WebhookOutbox
 
-from . import _events, _health, _tasks
+from . import _events, _health, _tasks, _webhook_routes
 from ._auth import Authenticator, NoAuth
 from ._config import ServerConfig
 from ._errors import install_error_handlers
+from ._metrics import install_metrics
 from ._schemas import CreateTaskBody, EventBody, ResolveBody, TransitionBody
+from ._webhooks import WebhookDispatcher, WebhookSettings
 
 __all__ = ["create_app", "taskcast_lifespan"]
 
@@ -27,22 +29,36 @@ _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
 
 
 @asynccontextmanager
-async def taskcast_lifespan(engine: TaskEngine) -> AsyncIterator[None]:
+async def taskcast_lifespan(engine: TaskEngine, app: FastAPI | None = None) -> AsyncIterator[None]:
     """Start the engine, and on the way out stop it (ending open streams with a retry hint).
+
+    Pass the Taskcast ``app`` (from :func:`create_app`) too, so its webhook dispatcher
+    runs: without it webhooks are not delivered.
 
     A mounted app's own lifespan never runs, so a host composes this into its lifespan::
 
+        taskcast_app = create_app(engine)
+
         @asynccontextmanager
         async def lifespan(app):
-            async with taskcast_lifespan(engine):
+            async with taskcast_lifespan(engine, taskcast_app):
                 yield
 
         host = FastAPI(lifespan=lifespan)
-        host.mount("/taskcast", create_app(engine))
+        host.mount("/taskcast", taskcast_app)
     """
+    dispatcher: WebhookDispatcher | None = (
+        None if app is None else getattr(app.state, "webhooks", None)
+    )
     await engine.start()
     try:
-        yield
+        if dispatcher is not None:
+            await dispatcher.start()
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
     finally:
         await engine.stop()
 
@@ -52,6 +68,8 @@ def create_app(
     *,
     config: ServerConfig | None = None,
     authenticator: Authenticator | None = None,
+    webhooks: WebhookSettings | None = None,
+    webhook_outbox: WebhookOutbox | None = None,
 ) -> FastAPI:
     """The Taskcast HTTP API (REST + SSE) over ``engine``.
 
@@ -62,12 +80,16 @@ def create_app(
         engine: The task engine to serve.
         config: HTTP settings; defaults to :class:`ServerConfig()`.
         authenticator: Who may do what; defaults to :class:`NoAuth` (everything allowed).
+        webhooks: Webhook delivery settings (global hooks, private-address switch, retry
+            default); per-task webhooks are delivered with the defaults without it.
+        webhook_outbox: Where deliveries wait; default: the short-term store's outbox
+            (SQLite, Redis) or memory.
     """
     config = config or ServerConfig()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with taskcast_lifespan(engine):
+        async with taskcast_lifespan(engine, app):
             yield
 
     app = FastAPI(
@@ -79,11 +101,15 @@ def create_app(
     app.state.engine = engine
     app.state.config = config
     app.state.authenticator = authenticator or NoAuth()
+    app.state.webhooks = WebhookDispatcher(engine, webhooks, outbox=webhook_outbox)
     app.state.started_at = time.monotonic()
     install_error_handlers(app)
     app.include_router(_health.router)
     app.include_router(_tasks.router)
     app.include_router(_events.router)
+    app.include_router(_webhook_routes.router)
+    if config.metrics:
+        install_metrics(app, engine)
     if config.cors_origins is not None:
         app.add_middleware(
             CORSMiddleware,

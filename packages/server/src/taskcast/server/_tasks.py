@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from taskcast.core import STATUSES, TaskInput, TaskNotFoundError, TaskQuery
+from taskcast.core import STATUSES, TaskInput, TaskNotFoundError, TaskQuery, parse_webhooks
 
 from ._auth import (
     AuthContext,
@@ -78,6 +78,7 @@ async def create_task(request: Request, ctx: Ctx) -> Response:
     raw = await read_json(request, config_of(request).max_body_bytes, empty=None)
     body = validate(CREATE_ADAPTER, {} if raw is None else raw)
     require_webhook_scope(ctx, body)
+    parse_webhooks(body.webhooks)  # malformed webhooks (bad URL, filter, retry) → 400
     if body.auth_config is not None:
         validate_auth_config(body.auth_config)
     cleanup = None if body.cleanup is None else body.cleanup.model_dump()

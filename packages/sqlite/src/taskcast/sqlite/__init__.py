@@ -10,9 +10,10 @@ storage::
 """
 
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
+from ._outbox import SQLiteWebhookOutbox
 from ._store import SQLiteStore
 from ._writer import WriterStats
 
 __version__ = "0.1.0"
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "WriterStats"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "SQLiteWebhookOutbox", "WriterStats"]

@@ -78,6 +78,28 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 1 -> 2: the webhook outbox (deliveries waiting to be sent, and recent outcomes).
+    (
+        # ``data`` is the delivery's storage form (``WebhookDelivery.to_dict``); the other
+        # columns copy what claims, listings and purges filter on. No foreign key to
+        # ``tasks``: a delivery outlives its task's deletion until it is purged.
+        """
+        CREATE TABLE webhook_deliveries (
+            id TEXT PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            next_attempt_at INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            completed_at INTEGER,
+            lease TEXT NOT NULL DEFAULT '',
+            data TEXT NOT NULL
+        )
+        """,
+        # Only pending rows are claimable; the partial index stays small.
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id) "
+        "WHERE status = 'pending'",
+        "CREATE INDEX webhook_deliveries_by_task ON webhook_deliveries (task_id, created_at, id)",
+    ),
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

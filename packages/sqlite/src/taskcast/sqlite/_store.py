@@ -26,6 +26,7 @@ from taskcast.core import (
 
 from . import _ops
 from ._migrations import migrate
+from ._outbox import SQLiteWebhookOutbox
 from ._writer import Job, Writer, WriterStats, storage_error
 
 __all__ = ["SQLiteStore"]
@@ -142,6 +143,10 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def webhook_outbox(self) -> SQLiteWebhookOutbox:
+        """The webhook outbox kept in this store's file (shares its writer thread)."""
+        return SQLiteWebhookOutbox(self)
 
     @property
     def stats(self) -> WriterStats:

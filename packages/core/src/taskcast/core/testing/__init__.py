@@ -15,14 +15,22 @@ An adapter's test module subclasses the suites and provides the fixtures::
 Importing this module needs pytest (it is not a runtime dependency of taskcast-core).
 """
 
-from ._contract import BroadcastContract, LongTermStoreContract, ShortTermStoreContract
+from ._contract import (
+    BroadcastContract,
+    LongTermStoreContract,
+    ReleasableStoreContract,
+    ShortTermStoreContract,
+)
 from ._sse import Frame, collect, events, parse
+from ._webhook_contract import WebhookOutboxContract
 
 __all__ = [
     "BroadcastContract",
     "Frame",
     "LongTermStoreContract",
+    "ReleasableStoreContract",
     "ShortTermStoreContract",
+    "WebhookOutboxContract",
     "collect",
     "events",
     "parse",

@@ -401,3 +401,116 @@ class LongTermStoreContract:
         await long_term.delete_task(task.id)
         assert await long_term.get_task(task.id) is None
         assert await long_term.get_events(task.id, EventQuery()) == []
+
+    async def test_resolve_cursor_and_last_index(self, long_term: LongTermStore) -> None:
+        task = make_task()
+        assert await long_term.last_index(task.id) == -1
+        await long_term.save_task(task)
+        assert await long_term.last_index(task.id) == -1
+        events = [draft(data=i).at(task.id, i) for i in range(3)]
+        latest = [
+            draft(data=i, series_id="p", series_mode="latest").at(task.id, 3 + i) for i in range(2)
+        ]
+        await long_term.save_events([*events, *latest])
+        assert await long_term.resolve_cursor(task.id, events[1].id) == 1
+        assert await long_term.resolve_cursor(task.id, latest[1].id) == 4
+        # Replaced ``latest`` entries are not kept, so their ids are unknown.
+        assert await long_term.resolve_cursor(task.id, latest[0].id) is None
+        assert await long_term.resolve_cursor(task.id, "nope") is None
+        assert await long_term.resolve_cursor("missing-" + new_id(), events[0].id) is None
+        assert await long_term.last_index(task.id) == 4
+        await long_term.delete_task(task.id)
+
+
+class ReleasableStoreContract:
+    """For stores with ``supports_release``: subclass and provide the ``store`` fixture."""
+
+    pytestmark = pytest.mark.anyio
+
+    async def _filled(self, store: Any) -> tuple[Task, int, int]:
+        task = make_task(status="running")
+        await store.create_task(task)
+        await store.commit_events(task.id, [draft(data=i) for i in range(3)])
+        current = await store.get_task_revision(task.id)
+        assert current is not None
+        return task, current[1], await store.last_index(task.id)
+
+    async def test_release_removes_everything(self, store: Any) -> None:
+        assert store.supports_release is True
+        task, revision, last = await self._filled(store)
+        assert await store.release_task(task.id, revision, last) is True
+        assert await store.get_task(task.id) is None
+        assert await store.get_events(task.id, EventQuery()) == []
+        assert await store.last_index(task.id) == -1
+        page = await store.list_tasks(TaskQuery(task_ids=frozenset({task.id})))
+        assert page.tasks == []
+        assert await store.release_task(task.id, revision, last) is False
+
+    async def test_release_refuses_when_the_task_moved_on(self, store: Any) -> None:
+        task, revision, last = await self._filled(store)
+        await store.commit_events(task.id, [draft()])
+        assert await store.release_task(task.id, revision, last) is False
+        last += 1
+        await store.commit_transition(task.copy(status="paused"), revision, [draft()])
+        assert await store.release_task(task.id, revision, last + 1) is False
+        assert await store.get_task(task.id) is not None
+        current = await store.get_task_revision(task.id)
+        assert current is not None
+        assert await store.release_task(task.id, current[1], last + 1) is True
+
+    async def test_restore_continues_where_it_stopped(self, store: Any) -> None:
+        task = make_task(status="running")
+        events = [
+            draft(data=0, idempotency_key="k0").at(task.id, 0),
+            draft(data={"delta": "ab"}, series_id="s", series_mode="accumulate").at(task.id, 1),
+            draft(data=2, series_id="p", series_mode="latest").at(task.id, 3),
+            draft(data={"delta": "cd"}, series_id="s", series_mode="accumulate").at(task.id, 4),
+        ]
+        state = events[3].copy(data={"delta": "abcd"}, accumulated={"delta": "abcd"})
+        series = {"s": state, "p": events[2]}
+        ok = await store.restore_task(task, events, next_index=5, series=series, revision=77)
+        assert ok is True
+        again = await store.restore_task(task, [], next_index=0, series={}, revision=1)
+        assert again is False
+        assert (await store.get_task(task.id)).status == "running"
+        stored = await store.get_events(task.id, EventQuery())
+        assert [e.to_dict() for e in stored] == [e.to_dict() for e in events]
+        assert [e.index for e in await store.get_events(task.id, EventQuery(after_index=1))] == [
+            3,
+            4,
+        ]
+        assert await store.last_index(task.id) == 4
+        assert await store.resolve_cursor(task.id, events[2].id) == 3
+        current = await store.get_task_revision(task.id)
+        assert current is not None and current[1] == 77
+        result = await store.commit_events(
+            task.id,
+            [
+                draft(data=9, idempotency_key="k0"),
+                draft(data={"delta": "ef"}, series_id="s", series_mode="accumulate"),
+                draft(data=5, series_id="p", series_mode="latest"),
+            ],
+        )
+        assert result.events[0].id == events[0].id  # the restored idempotency key
+        assert [e.index for e in result.fresh] == [5, 6]
+        assert result.fresh[0].accumulated == {"delta": "abcdef"}
+        stored = await store.get_events(task.id, EventQuery())
+        assert [e.index for e in stored] == [0, 1, 4, 5, 6]
+        assert [e.index for e in await store.get_events(task.id, EventQuery(after_index=3))] == [
+            4,
+            5,
+            6,
+        ]
+        with pytest.raises(StaleRevisionError):
+            await store.commit_transition(task.copy(status="paused"), 0, [draft()])
+        await store.commit_transition(task.copy(status="paused"), 77, [draft()])
+        assert await store.last_index(task.id) == 7
+        await store.delete_task(task.id)
+
+    async def test_restore_without_events(self, store: Any) -> None:
+        task = make_task()
+        assert await store.restore_task(task, [], next_index=0, series={}, revision=5)
+        result = await store.commit_events(task.id, [draft()])
+        assert result.events[0].index == 0
+        assert (await store.list_tasks(TaskQuery(task_ids=frozenset({task.id})))).tasks
+        await store.delete_task(task.id)

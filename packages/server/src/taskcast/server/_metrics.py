@@ -1,0 +1,263 @@
+"""Prometheus metrics at ``GET /metrics`` (text exposition format 0.0.4), off by default.
+
+Written by hand rather than with ``prometheus-client``: the handful of series below need no
+dependency, and an app that leaves metrics off (``ServerConfig(metrics=False)``, the default)
+installs no middleware, no hook and no route, so it pays nothing per request or per event.
+
+Where the figures come from:
+
+- publish requests, their latency and every response status: a pure ASGI middleware that
+  times ``POST .../events`` and counts responses by route kind and status class;
+- events published: the engine's ``on_events_published`` hook;
+- SSE streams (opened, active, replay sizes, live fan-out lag, resyncs, slow consumers cut,
+  how streams end): the hub's stream observer, called by :class:`taskcast.core.TaskStream`;
+- storage errors: 503 answers plus streams ended by a store failure;
+- long-term backlog: read from the engine's archive at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskcast.core import TaskcastHooks, TaskEngine, TaskEvent
+
+__all__ = ["CONTENT_TYPE", "Metrics", "install_metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_COUNTS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+
+
+class Histogram:
+    """Cumulative-bucket histogram (Prometheus semantics: ``le`` upper bounds, +Inf last)."""
+
+    __slots__ = ("bounds", "buckets", "count", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.buckets = [0] * (len(self.bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def lines(self, name: str) -> list[str]:
+        out = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.buckets, strict=True):
+            running += n
+            out.append(f'{name}_bucket{{le="{_num(bound)}"}} {running}')
+        out.append(f"{name}_sum {_num(self.sum)}")
+        out.append(f"{name}_count {self.count}")
+        return out
+
+
+def _num(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+class Metrics:
+    """Counters for one app; also the hub's :class:`~taskcast.core.StreamObserver`."""
+
+    def __init__(self, engine: TaskEngine) -> None:
+        self._engine = engine
+        self.events_published = 0
+        self.requests: dict[tuple[str, str], int] = {}
+        self.publish_seconds = Histogram(_SECONDS)
+        self.sse_opened = 0
+        self.replay_events = Histogram(_COUNTS)
+        self.fanout_lag_seconds = Histogram(_SECONDS)
+        self.resyncs = 0
+        self.stream_ends: dict[str, int] = {}
+        self.storage_errors = 0
+
+    # -- engine hook -------------------------------------------------------------------------
+
+    def on_events_published(self, task_id: str, events: Sequence[TaskEvent]) -> None:
+        self.events_published += len(events)
+
+    # -- stream observer ---------------------------------------------------------------------
+
+    def on_replay(self, events: int) -> None:
+        self.replay_events.observe(events)
+
+    def on_live_lag(self, seconds: float) -> None:
+        self.fanout_lag_seconds.observe(max(0.0, seconds))
+
+    def on_resync(self) -> None:
+        self.resyncs += 1
+
+    def on_stream_end(self, reason: str) -> None:
+        self.stream_ends[reason] = self.stream_ends.get(reason, 0) + 1
+        if reason == "storage-error":
+            self.storage_errors += 1
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def on_response(self, route: str, status: int, seconds: float | None) -> None:
+        key = (route, f"{status // 100}xx")
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if status == 503:
+            self.storage_errors += 1
+        if seconds is not None:
+            self.publish_seconds.observe(seconds)
+
+    # -- exposition --------------------------------------------------------------------------
+
+    def render(self) -> str:
+        engine = self._engine
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[str]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(samples)
+
+        metric(
+            "taskcast_events_published_total",
+            "counter",
+            "Events committed by this process (status events included).",
+            [f"taskcast_events_published_total {self.events_published}"],
+        )
+        metric(
+            "taskcast_http_requests_total",
+            "counter",
+            "HTTP responses by route kind and status class.",
+            [
+                f'taskcast_http_requests_total{{route="{route}",status="{cls}"}} {n}'
+                for (route, cls), n in sorted(self.requests.items())
+            ],
+        )
+        metric(
+            "taskcast_publish_duration_seconds",
+            "histogram",
+            "Time to answer POST /tasks/{id}/events (validation, commit, fan-out).",
+            self.publish_seconds.lines("taskcast_publish_duration_seconds"),
+        )
+        metric(
+            "taskcast_sse_connections",
+            "gauge",
+            "Open SSE streams (per-task and global) in this process.",
+            [f"taskcast_sse_connections {engine.hub.total}"],
+        )
+        metric(
+            "taskcast_sse_connections_opened_total",
+            "counter",
+            "SSE streams opened.",
+            [f"taskcast_sse_connections_opened_total {self.sse_opened}"],
+        )
+        metric(
+            "taskcast_sse_stream_ends_total",
+            "counter",
+            "Per-task SSE streams ended, by reason (terminal status, client-closed, "
+            "slow-consumer, shutdown, deleted, storage-error).",
+            [
+                f'taskcast_sse_stream_ends_total{{reason="{reason}"}} {n}'
+                for reason, n in sorted(self.stream_ends.items())
+            ],
+        )
+        metric(
+            "taskcast_sse_slow_consumers_total",
+            "counter",
+            "Streams cut because the subscriber fell more than queue_limit events behind.",
+            [f"taskcast_sse_slow_consumers_total {self.stream_ends.get('slow-consumer', 0)}"],
+        )
+        metric(
+            "taskcast_sse_resyncs_total",
+            "counter",
+            "Streams that sent taskcast.resync (resume cursor unknown or expired).",
+            [f"taskcast_sse_resyncs_total {self.resyncs}"],
+        )
+        metric(
+            "taskcast_sse_replay_events",
+            "histogram",
+            "Stored events replayed to a new stream before it went live.",
+            self.replay_events.lines("taskcast_sse_replay_events"),
+        )
+        metric(
+            "taskcast_sse_fanout_lag_seconds",
+            "histogram",
+            "Age of the oldest live event when a stream wakes up to send it.",
+            self.fanout_lag_seconds.lines("taskcast_sse_fanout_lag_seconds"),
+        )
+        metric(
+            "taskcast_storage_errors_total",
+            "counter",
+            "Requests answered 503 and streams ended by a storage failure.",
+            [f"taskcast_storage_errors_total {self.storage_errors}"],
+        )
+        archive = engine.archive
+        metric(
+            "taskcast_long_term_backlog",
+            "gauge",
+            "Writes queued for the long-term store (0 without one).",
+            [f"taskcast_long_term_backlog {archive.backlog if archive is not None else 0}"],
+        )
+        return "\n".join(lines) + "\n"
+
+
+class _MetricsMiddleware:
+    """Times publishes and counts responses; SSE streams are counted when they start."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.endswith("/events"):
+            route = "publish" if method == "POST" else "sse" if method == "GET" else "other"
+        elif path.endswith("/metrics"):
+            await self.app(scope, receive, send)
+            return
+        else:
+            route = "other"
+        metrics = self.metrics
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if route == "sse" and status == 200:
+                    metrics.sse_opened += 1
+                elapsed = time.perf_counter() - started if route == "publish" else None
+                metrics.on_response(route, status, elapsed)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def install_metrics(app: FastAPI, engine: TaskEngine) -> Metrics:
+    """Wire metrics into ``app`` and ``engine`` and serve them at ``GET /metrics``."""
+    metrics = Metrics(engine)
+    engine.hooks.add(TaskcastHooks(on_events_published=metrics.on_events_published))
+    engine.hub.observer = metrics
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (when enabled)",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    )
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return metrics

@@ -1,0 +1,137 @@
+"""Prometheus metrics at /metrics: off by default, and what each series counts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from taskcast.core import (
+    EventInput,
+    MemoryLongTermStore,
+    MemoryShortTermStore,
+    TaskEngine,
+)
+from taskcast.server import ServerConfig, create_app
+from taskcast.server._metrics import CONTENT_TYPE, Histogram, Metrics
+
+pytestmark = pytest.mark.anyio
+
+
+def sample(text: str, name: str) -> float:
+    """The value of one sample line (``name`` includes any labels)."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} not in metrics"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def config() -> ServerConfig:
+    return ServerConfig(heartbeat_seconds=0.2, retry_ms=1500, metrics=True)
+
+
+async def test_off_by_default_serves_nothing_and_observes_nothing() -> None:
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    app = create_app(engine)
+    assert ServerConfig().metrics is False
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/metrics")).status_code == 404
+    assert engine.hub.observer is None
+    assert not hasattr(app.state, "metrics")
+
+
+async def test_publish_counts_latency_and_statuses(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    tid = (await client.post("/tasks", json={})).json()["id"]
+    await client.patch(f"/tasks/{tid}/status", json={"status": "running"})
+    one = {"type": "a", "level": "info", "data": {"x": 1}}
+    assert (await client.post(f"/tasks/{tid}/events", json=one)).status_code == 201
+    assert (await client.post(f"/tasks/{tid}/events", json=[one, one, one])).status_code == 201
+    assert (await client.post("/tasks/nope/events", json=one)).status_code == 404
+    res = await client.get("/metrics")
+    assert res.status_code == 200
+    assert res.headers["content-type"] == CONTENT_TYPE
+    text = res.text
+    # 4 events plus the running status event.
+    assert sample(text, "taskcast_events_published_total") == 5
+    assert sample(text, 'taskcast_http_requests_total{route="publish",status="2xx"}') == 2
+    assert sample(text, 'taskcast_http_requests_total{route="publish",status="4xx"}') == 1
+    assert sample(text, 'taskcast_http_requests_total{route="other",status="2xx"}') == 2
+    assert sample(text, "taskcast_publish_duration_seconds_count") == 3
+    assert sample(text, 'taskcast_publish_duration_seconds_bucket{le="+Inf"}') == 3
+    assert sample(text, "taskcast_publish_duration_seconds_sum") > 0
+    assert sample(text, "taskcast_long_term_backlog") == 0
+    assert sample(text, "taskcast_sse_connections") == 0
+    assert "# TYPE taskcast_publish_duration_seconds histogram" in text
+    # Scrapes themselves are not counted.
+    again = (await client.get("/metrics")).text
+    assert sample(again, 'taskcast_http_requests_total{route="other",status="2xx"}') == 2
+    assert "/metrics" in app.openapi()["paths"]
+
+
+async def test_streams_replay_resync_lag_and_end_reasons(
+    live: httpx.AsyncClient, engine: TaskEngine, open_sse: Any, eventually: Any
+) -> None:
+    task = await engine.create_task()
+    await engine.transition_task(task.id, "running")
+    await engine.publish_events(task.id, [EventInput(type="log", data=i) for i in range(3)])
+    async with open_sse(live, f"/tasks/{task.id}/events", params={"since.id": "unknown"}) as s:
+        await s.events_until(lambda f: f.event == "taskcast.event" and f.data["data"] == 2)
+        mid = (await live.get("/metrics")).text
+        assert sample(mid, "taskcast_sse_connections") == 1
+        assert sample(mid, "taskcast_sse_connections_opened_total") == 1
+        assert sample(mid, "taskcast_sse_resyncs_total") == 1
+        # running status + 3 events replayed after the resync.
+        assert sample(mid, "taskcast_sse_replay_events_sum") == 4
+        await engine.publish_events(task.id, [EventInput(type="log", data="live")])
+        await s.events_until(lambda f: f.event == "taskcast.event" and f.data["data"] == "live")
+        await engine.transition_task(task.id, "completed")
+        await s.events_until(lambda f: f.event == "taskcast.done")
+    text = (await live.get("/metrics")).text
+    assert sample(text, 'taskcast_http_requests_total{route="sse",status="2xx"}') == 1
+    assert sample(text, "taskcast_sse_fanout_lag_seconds_count") >= 1
+    assert sample(text, 'taskcast_sse_stream_ends_total{reason="completed"}') == 1
+    assert sample(text, "taskcast_sse_slow_consumers_total") == 0
+    # A client that leaves mid-stream is counted as such.
+    other = await engine.create_task()
+    await engine.transition_task(other.id, "running")
+    async with open_sse(live, f"/tasks/{other.id}/events") as s:
+        await s.events_until(lambda f: f.event == "taskcast.event")
+    await eventually(lambda: engine.hub.count(other.id) == 0)
+    text = (await live.get("/metrics")).text
+    assert sample(text, 'taskcast_sse_stream_ends_total{reason="client-closed"}') == 1
+
+
+def test_counters_for_slow_consumers_storage_errors_and_backlog() -> None:
+    long_term = MemoryLongTermStore()
+    engine = TaskEngine(short_term=MemoryShortTermStore(), long_term=long_term)
+    metrics = Metrics(engine)
+    metrics.on_stream_end("slow-consumer")
+    metrics.on_stream_end("storage-error")
+    metrics.on_response("publish", 503, 0.002)
+    metrics.on_live_lag(-0.5)  # clock skew between processes: clamped at zero
+    text = metrics.render()
+    assert sample(text, "taskcast_sse_slow_consumers_total") == 1
+    assert sample(text, "taskcast_storage_errors_total") == 2
+    assert sample(text, 'taskcast_http_requests_total{route="publish",status="5xx"}') == 1
+    assert sample(text, 'taskcast_sse_fanout_lag_seconds_bucket{le="0.0005"}') == 1
+    assert sample(text, "taskcast_long_term_backlog") == 0
+
+
+def test_histogram_buckets_are_cumulative_with_inclusive_bounds() -> None:
+    h = Histogram((1.0, 2.5))
+    for value in (0.5, 1.0, 2.0, 9.0):
+        h.observe(value)
+    assert h.lines("h") == [
+        'h_bucket{le="1"} 2',
+        'h_bucket{le="2.5"} 3',
+        'h_bucket{le="+Inf"} 4',
+        "h_sum 12.5",
+        "h_count 4",
+    ]
