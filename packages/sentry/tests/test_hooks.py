@@ -10,6 +10,7 @@ import sentry_sdk
 import taskcast.sentry
 from taskcast.core import (
     EventInput,
+    InvalidInputError,
     MemoryLongTermStore,
     MemoryShortTermStore,
     TaskEngine,
@@ -192,7 +193,8 @@ async def test_unhandled_error_reported(sentry_transport: CapturingTransport) ->
 
 class _BrokenArchive(MemoryLongTermStore):
     async def save_events(self, events: Sequence[TaskEvent]) -> None:
-        raise OSError("disk full")
+        # Data the archive rejects is dropped at once (an outage would be retried instead).
+        raise InvalidInputError("disk full")
 
 
 async def test_dropped_event_reported(sentry_transport: CapturingTransport) -> None:
