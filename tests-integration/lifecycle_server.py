@@ -39,7 +39,9 @@ def main() -> None:
         lifecycle=lifecycle,
     )
     app = create_app(engine, config=ServerConfig(heartbeat_seconds=1.0))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # `taskcast start` ends open SSE streams on SIGTERM before uvicorn waits for them; plain
+    # uvicorn would wait for them, so bound that wait.
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":

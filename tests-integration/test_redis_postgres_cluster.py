@@ -84,6 +84,11 @@ def schema(postgres_url: str) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{value}" CASCADE')
 
 
+# Tests list the `servers` fixture last: fixtures are torn down in reverse, so the servers
+# stop before their Redis prefix and PostgreSQL schema are removed (an archive writer whose
+# schema vanished would retry until its drain timeout).
+
+
 def redis_env(url: str, prefix: str) -> dict[str, str]:
     return {"TASKCAST_REDIS_URL": url, "TASKCAST_REDIS_PREFIX": prefix}
 
@@ -175,7 +180,11 @@ async def publish(client: httpx.AsyncClient, server: Server, task_id: str, body:
 
 
 async def test_fanout_and_resume_across_three_instances(
-    servers: list[Server], redis_url: str, postgres_url: str, prefix: str, schema: str
+    redis_url: str,
+    postgres_url: str,
+    prefix: str,
+    schema: str,
+    servers: list[Server],
 ) -> None:
     env = {**redis_env(redis_url, prefix), **postgres_env(postgres_url, schema)}
     a, b, c = start_cluster(servers, env, 3)
@@ -201,7 +210,9 @@ async def test_fanout_and_resume_across_three_instances(
 
 
 async def test_hundred_concurrent_terminal_transitions_one_winner(
-    servers: list[Server], redis_url: str, prefix: str
+    redis_url: str,
+    prefix: str,
+    servers: list[Server],
 ) -> None:
     cluster = start_cluster(servers, redis_env(redis_url, prefix), 3)
     targets = ["completed", "failed", "cancelled", "timeout"]
@@ -224,7 +235,9 @@ async def test_hundred_concurrent_terminal_transitions_one_winner(
 
 
 async def test_thirty_publishers_over_three_instances(
-    servers: list[Server], redis_url: str, prefix: str
+    redis_url: str,
+    prefix: str,
+    servers: list[Server],
 ) -> None:
     cluster = start_cluster(servers, redis_env(redis_url, prefix), 3)
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=60)) as client:
@@ -236,7 +249,9 @@ async def test_thirty_publishers_over_three_instances(
         async def publisher(p: int) -> list[int]:
             indexes = []
             for i in range(10):
-                event = await publish(client, cluster[p % 3], task_id, {"type": "t", "data": [p, i]})
+                event = await publish(
+                    client, cluster[p % 3], task_id, {"type": "t", "data": [p, i]}
+                )
                 indexes.append(event["index"])
             return indexes
 
@@ -251,7 +266,9 @@ async def test_thirty_publishers_over_three_instances(
 
 
 async def test_two_instances_one_redis_thousand_events_in_order(
-    servers: list[Server], redis_url: str, prefix: str
+    redis_url: str,
+    prefix: str,
+    servers: list[Server],
 ) -> None:
     a, b = start_cluster(servers, redis_env(redis_url, prefix), 2)
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=40)) as client:
@@ -322,7 +339,8 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 async def test_redis_killed_and_restarted_mid_stream(
-    servers: list[Server], own_redis: OwnRedis
+    own_redis: OwnRedis,
+    servers: list[Server],
 ) -> None:
     a, b = start_cluster(servers, redis_env(own_redis.url, "tc"), 2)
     acknowledged: dict[int, str] = {}
@@ -331,6 +349,7 @@ async def test_redis_killed_and_restarted_mid_stream(
         task_id = await new_running_task(client, a)
         followers = [asyncio.create_task(follow(order, task_id)) for order in ([a, b], [b, a])]
         outage = asyncio.Event()
+        warmed_up = asyncio.Event()
         restored = asyncio.Event()
 
         async def publisher(p: int) -> None:
@@ -343,14 +362,15 @@ async def test_redis_killed_and_restarted_mid_stream(
                 codes.append(r.status_code)
                 if r.status_code == 201:
                     acknowledged[r.json()["index"]] = r.json()["id"]
+                    if len(acknowledged) >= 40:
+                        warmed_up.set()
                 elif outage.is_set():
                     assert r.status_code == 503, r.text
                 i += 1
                 await asyncio.sleep(0.01)
 
         publishers = [asyncio.create_task(publisher(p)) for p in range(4)]
-        while len(acknowledged) < 40:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(warmed_up.wait(), 30)
         outage.set()
         own_redis.kill()
         await asyncio.sleep(1.5)
@@ -438,14 +458,17 @@ def archived_ids(postgres_url: str, schema: str, task_id: str) -> dict[int, str]
 
 
 async def test_postgres_cut_and_restored_while_publishing(
-    servers: list[Server],
     redis_url: str,
     postgres_url: str,
     prefix: str,
     schema: str,
     pg_proxy: TcpProxy,
+    servers: list[Server],
 ) -> None:
-    env = {**redis_env(redis_url, prefix), **postgres_env(via_proxy(postgres_url, pg_proxy), schema)}
+    env = {
+        **redis_env(redis_url, prefix),
+        **postgres_env(via_proxy(postgres_url, pg_proxy), schema),
+    }
     # The proxy runs on this event loop: start the servers (blocking) from a thread.
     cluster = await asyncio.to_thread(start_cluster, servers, env, 3)
     acknowledged: dict[int, str] = {}
@@ -463,6 +486,9 @@ async def test_postgres_cut_and_restored_while_publishing(
         await burst(60)
         details = [(await client.get(s.url + "/health/detail")).json() for s in cluster]
         assert sum(d["archive"]["backlog"] for d in details) > 0
+        # Still serving (Redis is fine), but reporting the archive outage.
+        ready = await client.get(cluster[0].url + "/health/ready")
+        assert ready.status_code == 200 and ready.json()["degraded"] is True
         await pg_proxy.restore()
         async with asyncio.timeout(60):
             while True:
@@ -502,9 +528,11 @@ class LifecycleServer(Server):
 async def wait_released(redis_url: str, prefix: str, task_id: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        async with asyncio.timeout(30):
-            while await client.exists(f"{prefix}:task:{task_id}"):
-                await asyncio.sleep(0.1)
+        for _ in range(300):
+            if not await client.exists(f"{prefix}:task:{task_id}"):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"task {task_id} was never released from Redis")
     finally:
         await client.aclose()
 
@@ -522,7 +550,11 @@ async def replay(server: Server, task_id: str, last_id: str | None = None) -> li
 
 
 async def test_released_tasks_replay_identically_and_come_back(
-    servers: list[Server], redis_url: str, postgres_url: str, prefix: str, schema: str
+    redis_url: str,
+    postgres_url: str,
+    prefix: str,
+    schema: str,
+    servers: list[Server],
 ) -> None:
     env = {
         **redis_env(redis_url, prefix),

@@ -3,7 +3,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from taskcast.core import MemoryBroadcast, MemoryLongTermStore, MemoryShortTermStore
-from taskcast.core.testing import BroadcastContract, LongTermStoreContract, ShortTermStoreContract
+from taskcast.core.testing import (
+    BroadcastContract,
+    LongTermStoreContract,
+    ReleasableStoreContract,
+    ShortTermStoreContract,
+)
 
 
 class TestMemoryShortTermStore(ShortTermStoreContract):
@@ -29,3 +34,9 @@ class TestMemoryLongTermStore(LongTermStoreContract):
     async def long_term(self) -> AsyncIterator[MemoryLongTermStore]:
         s = MemoryLongTermStore()
         yield s
+
+
+class TestMemoryReleasableStore(ReleasableStoreContract):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[MemoryShortTermStore]:
+        yield MemoryShortTermStore()

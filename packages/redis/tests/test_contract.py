@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskcast.core.testing import BroadcastContract, ShortTermStoreContract
+from taskcast.core.testing import BroadcastContract, ReleasableStoreContract, ShortTermStoreContract
 
 # The `store` and `broadcast` fixtures come from conftest.py.
 
@@ -12,4 +12,8 @@ class TestRedisShortTermStore(ShortTermStoreContract):
 
 
 class TestRedisBroadcast(BroadcastContract):
+    pass
+
+
+class TestRedisReleasableStore(ReleasableStoreContract):
     pass

@@ -281,6 +281,20 @@ class ArchiveWriter:
         await merged.save_events(sorted([*stored, *pending], key=lambda e: e.index))
         return await merged.get_events(task_id, query)
 
+    async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
+        for entry in self._pending(task_id):
+            event = entry.events.get(event_id)
+            if event is not None:
+                return event.index
+        return await self.long_term.resolve_cursor(task_id, event_id)
+
+    async def last_index(self, task_id: str) -> int:
+        pending = max(
+            (ev.index for entry in self._pending(task_id) for ev in entry.events.values()),
+            default=-1,
+        )
+        return max(pending, await self.long_term.last_index(task_id))
+
     # -- recovery --------------------------------------------------------------------
 
     async def reconcile(

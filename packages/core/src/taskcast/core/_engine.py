@@ -19,11 +19,13 @@ from ._errors import (
     StorageUnavailableError,
     TaskConflictError,
     TaskNotFoundError,
+    TaskTerminalError,
 )
 from ._filters import STATUS_EVENT
 from ._hooks import HookRunner, TaskcastHooks
 from ._hub import Hub
 from ._ids import new_id, now_ms
+from ._lifecycle import LifecycleConfig, LifecycleWorker, rehydrate, supports_release
 from ._memory import MemoryBroadcast
 from ._models import (
     LEVELS,
@@ -124,6 +126,7 @@ class TaskEngine:
         limits: EngineLimits | None = None,
         queue_limit: int = 10_000,
         scheduler: SchedulerConfig | None = None,
+        lifecycle: LifecycleConfig | None = None,
     ) -> None:
         self.short_term = short_term
         self.broadcast: BroadcastProvider = broadcast or MemoryBroadcast()
@@ -144,6 +147,8 @@ class TaskEngine:
         self._started = False
         self.scheduler_config = scheduler or SchedulerConfig()
         self._scheduler: Scheduler | None = None
+        self.lifecycle_config = lifecycle or LifecycleConfig()
+        self._lifecycle: LifecycleWorker | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -152,6 +157,10 @@ class TaskEngine:
         if self._started:
             return
         await self.short_term.open()
+        # A broadcast that can lose messages while reconnecting (Redis) reports the
+        # reconnect; open streams then re-check the store for what they missed.
+        if getattr(self.broadcast, "on_reconnect", False) is None:
+            self.broadcast.on_reconnect = self.hub.notify_gap  # type: ignore[attr-defined]
         await self.broadcast.open()
         if self.long_term is not None:
             await self.long_term.open()
@@ -159,6 +168,10 @@ class TaskEngine:
         if self.scheduler_config.interval_seconds > 0:
             self._scheduler = Scheduler(self, self.scheduler_config)
             self._scheduler.start()
+        if self.lifecycle_config.enabled and self.archive is not None:
+            if supports_release(self.short_term):
+                self._lifecycle = LifecycleWorker(self, self.lifecycle_config)
+                self._lifecycle.start()
 
     @property
     def scheduler(self) -> Scheduler:
@@ -172,6 +185,8 @@ class TaskEngine:
         self.hub.shutdown()
         if self._scheduler is not None:
             await self._scheduler.stop()
+        if self._lifecycle is not None:
+            await self._lifecycle.stop()
         if not self._started:
             return
         self._started = False
@@ -291,6 +306,13 @@ class TaskEngine:
         for _ in range(_CAS_ATTEMPTS):
             current = await self.short_term.get_task_revision(task_id)
             if current is None:
+                # Released to the archive: bring it back (a finished one stays there).
+                archived = await rehydrate(self.short_term, self.long_term, task_id)
+                if archived is not None and archived.is_terminal:
+                    raise InvalidTransitionError(archived.status, status)
+                if archived is not None:
+                    current = await self.short_term.get_task_revision(task_id)
+            if current is None:
                 raise TaskNotFoundError(task_id)
             task, revision = current
             if not can_transition(task.status, status):
@@ -301,6 +323,10 @@ class TaskEngine:
             try:
                 commit = await self.short_term.commit_transition(updated, revision, drafts)
             except StaleRevisionError:
+                continue
+            except TaskNotFoundError:
+                # Released (or deleted) since we read it: the next round restores it from
+                # the archive, or answers 404 if it is gone everywhere.
                 continue
             await self._after_commit(task_id, commit, updated)
             await self._fire_transition(updated, task.status)
@@ -414,7 +440,16 @@ class TaskEngine:
                     idempotency_key=item.idempotency_key,
                 )
             )
-        commit = await self.short_term.commit_events(task_id, drafts)
+        try:
+            commit = await self.short_term.commit_events(task_id, drafts)
+        except TaskNotFoundError:
+            # Released to the archive: bring it back, then commit as usual.
+            archived = await rehydrate(self.short_term, self.long_term, task_id)
+            if archived is None:
+                raise
+            if archived.is_terminal:
+                raise TaskTerminalError(archived.status) from None
+            commit = await self.short_term.commit_events(task_id, drafts)
         await self._after_commit(task_id, commit, None)
         return commit.events
 
@@ -445,10 +480,31 @@ class TaskEngine:
         return events
 
     async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
-        return await self.short_term.resolve_cursor(task_id, event_id)
+        """The index of an event id, from the hot store or, for a released task, the archive.
+
+        The archive does not know ids of replaced ``latest`` entries: such a cursor on a
+        released task resolves to None (the stream then sends a resync).
+        """
+        index = await self.short_term.resolve_cursor(task_id, event_id)
+        if index is None and self.long_term is not None:
+            if await self.short_term.get_task(task_id) is None:
+                index = await self.long_term.resolve_cursor(task_id, event_id)
+        return index
 
     async def last_index(self, task_id: str) -> int:
-        return await self.short_term.last_index(task_id)
+        last = await self.short_term.last_index(task_id)
+        if last < 0 and self.long_term is not None:
+            if await self.short_term.get_task(task_id) is None:
+                last = await self.long_term.last_index(task_id)
+        return last
+
+    @property
+    def lifecycle(self) -> LifecycleWorker:
+        """The hot/cold lifecycle worker (running only with a releasable store and an
+        archive); usable directly in tests."""
+        if self._lifecycle is None:
+            self._lifecycle = LifecycleWorker(self, self.lifecycle_config)
+        return self._lifecycle
 
     def subscriber_count(self, task_id: str) -> int:
         return self.hub.count(task_id)

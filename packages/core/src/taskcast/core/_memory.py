@@ -74,6 +74,7 @@ class MemoryShortTermStore:
     name = "memory"
     publishes_on_commit = False
     shared_across_processes = False
+    supports_release = True
 
     def __init__(self) -> None:
         self._slots: dict[str, _TaskSlot] = {}
@@ -161,6 +162,42 @@ class MemoryShortTermStore:
 
     async def delete_task(self, task_id: str) -> bool:
         return self._slots.pop(task_id, None) is not None
+
+    async def release_task(
+        self, task_id: str, expected_revision: int, expected_last_index: int
+    ) -> bool:
+        slot = self._slots.get(task_id)
+        if (
+            slot is None
+            or slot.revision != expected_revision
+            or slot.next_index - 1 != expected_last_index
+        ):
+            return False
+        del self._slots[task_id]
+        return True
+
+    async def restore_task(
+        self,
+        task: Task,
+        events: Sequence[TaskEvent],
+        *,
+        next_index: int,
+        series: dict[str, TaskEvent],
+        revision: int,
+    ) -> bool:
+        if task.id in self._slots:
+            return False
+        stored = [TaskEvent.from_dict(e.to_dict()) for e in events]
+        self._slots[task.id] = _TaskSlot(
+            task=task.copy(),
+            revision=revision,
+            events=stored,
+            next_index=next_index,
+            series={sid: state.copy() for sid, state in series.items()},
+            keys={e.idempotency_key: e for e in stored if e.idempotency_key is not None},
+            cursors={e.id: e.index for e in stored},
+        )
+        return True
 
     async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
         slot = self._slots.get(task_id)
@@ -259,6 +296,13 @@ class MemoryLongTermStore:
     async def get_events(self, task_id: str, query: EventQuery) -> list[TaskEvent]:
         rows = sorted(self._events.get(task_id, {}).values(), key=lambda e: e.index)
         return [e.copy() for e in select_events(rows, query)]
+
+    async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
+        event = self._events.get(task_id, {}).get(event_id)
+        return None if event is None else event.index
+
+    async def last_index(self, task_id: str) -> int:
+        return max((e.index for e in self._events.get(task_id, {}).values()), default=-1)
 
     async def delete_task(self, task_id: str) -> None:
         self._tasks.pop(task_id, None)

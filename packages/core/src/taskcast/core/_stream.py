@@ -9,10 +9,12 @@ ever skipped silently.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
+from ._errors import TaskcastError
 from ._filters import STATUS_EVENT, EventFilter
 from ._hub import Subscriber
 from ._models import TERMINAL_STATUSES, EventQuery, TaskEvent
@@ -87,48 +89,79 @@ class TaskStream:
         return wire.frame(wrap=self._opt.wrap, accumulated=self._accumulated, filtered_index=fi)
 
     async def frames(self) -> AsyncIterator[bytes]:
-        engine = self._engine
-        sub = await engine.hub.open(self._task_id, maxsize=self._opt.queue_limit)
+        """The stream, one SSE frame per item."""
+        groups = self._groups()
         try:
-            yield retry_frame(self._opt.retry_ms)
-            async for frame in self._run(sub):
-                yield frame
+            async for group in groups:
+                for frame in group:
+                    yield frame
         finally:
-            await engine.hub.close(sub)
+            await groups.aclose()
 
-    async def _run(self, sub: Subscriber) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The same bytes as :meth:`frames`, with frames that are ready together joined.
+
+        A replay page or the live events of one wake-up become one chunk: one write (and one
+        syscall) per group instead of per event. Servers should send these.
+        """
+        groups = self._groups()
+        try:
+            async for group in groups:
+                yield group[0] if len(group) == 1 else b"".join(group)
+        finally:
+            await groups.aclose()
+
+    async def _groups(self) -> AsyncGenerator[list[bytes], None]:
+        hub = self._engine.hub
+        sub = await hub.open(self._task_id, maxsize=self._opt.queue_limit)
+        reason = "client-closed"
+        try:
+            yield [retry_frame(self._opt.retry_ms)]
+            async for group in self._run(sub):
+                yield group
+            if self.end_reason is None:
+                # Live events are the hot path: one generator level less than via _run.
+                async for group in self._live(sub):
+                    yield group
+            reason = self.end_reason or "ended"
+        except TaskcastError:
+            reason = "storage-error"
+            raise
+        finally:
+            await hub.close(sub)
+            if hub.observer is not None:
+                hub.observer.on_stream_end(reason)
+
+    async def _run(self, sub: Subscriber) -> AsyncIterator[list[bytes]]:
+        """Hold (pending tasks), then replay; sets ``end_reason`` if the stream is over."""
         engine = self._engine
         task = await engine.get_task(self._task_id)
         if task is None:
             self.end_reason = "deleted"
-            yield done_frame("deleted")
+            yield [done_frame("deleted")]
             return
         if task.status in HOLD_STATUSES:
-            async for frame in self._hold(sub):
-                yield frame
+            async for group in self._hold(sub):
+                yield group
             if self.end_reason is not None:
                 return
-        async for frame in self._replay():
-            yield frame
-        if self.end_reason is not None:
-            return
-        async for frame in self._live(sub):
-            yield frame
+        async for group in self._replay():
+            yield group
 
-    async def _hold(self, sub: Subscriber) -> AsyncIterator[bytes]:
+    async def _hold(self, sub: Subscriber) -> AsyncIterator[list[bytes]]:
         """Send nothing but heartbeats until the task leaves pending/assigned."""
         while True:
             batch = await sub.get(self._opt.heartbeat_seconds)
             if sub.closing:
                 self.end_reason = "shutdown"
-                yield retry_frame(self._opt.retry_ms)
+                yield [retry_frame(self._opt.retry_ms)]
                 return
             released = False
             for wire in batch or ():
                 event = wire.event
                 if event.type == _DELETED:
                     self.end_reason = "deleted"
-                    yield done_frame("deleted")
+                    yield [done_frame("deleted")]
                     return
                 if event.type == STATUS_EVENT and isinstance(event.data, dict):
                     if event.data.get("status") not in HOLD_STATUSES:
@@ -142,14 +175,14 @@ class TaskStream:
             task = await self._engine.get_task(self._task_id)
             if task is None:
                 self.end_reason = "deleted"
-                yield done_frame("deleted")
+                yield [done_frame("deleted")]
                 return
             if task.status not in HOLD_STATUSES:
                 return
             if batch is None:
-                yield HEARTBEAT
+                yield [HEARTBEAT]
 
-    async def _replay(self) -> AsyncIterator[bytes]:
+    async def _replay(self) -> AsyncIterator[list[bytes]]:
         engine, opt = self._engine, self._opt
         after = -1
         if opt.since_id is not None:
@@ -159,36 +192,48 @@ class TaskStream:
                 payload = {"reason": "unknown-cursor", "cursor": opt.since_id}
                 if task is not None:
                     payload["status"] = task.status
-                yield resync_frame(payload)
+                if engine.hub.observer is not None:
+                    engine.hub.observer.on_resync()
+                yield [resync_frame(payload)]
             else:
                 after = resolved
         self._last = after
         collapser = None if opt.has_cursor else Collapser()
-        async for frame in self._pages(collapser, opt.limit):
-            yield frame
+        replayed = 0
+        async for group in self._pages(collapser, opt.limit):
+            replayed += len(group)
+            yield group
         if collapser is not None:
-            for item in collapser.flush():
-                out = self._frame(WireEvent(item))
-                if out is not None:
-                    yield out
+            tail = [
+                out
+                for item in collapser.flush()
+                if (out := self._frame(WireEvent(item))) is not None
+            ]
+            if tail:
+                replayed += len(tail)
+                yield tail
+        if engine.hub.observer is not None:
+            engine.hub.observer.on_replay(replayed)
         if self._terminal is None:
             task = await engine.get_task(self._task_id)
             if task is not None and task.is_terminal:
                 # Finished while we replayed (or its last events fell outside the cursor or
                 # limit): nothing can follow a terminal status, so send what is left and end.
                 if opt.limit is None:
-                    async for frame in self._pages(None, None):
-                        yield frame
+                    async for group in self._pages(None, None):
+                        yield group
                 self._terminal = self._terminal or task.status
             elif opt.limit is not None:
                 # A limited replay skips the backlog beyond the limit; live events continue.
                 self._last = max(self._last, await engine.last_index(self._task_id))
         if self._terminal is not None:
             self.end_reason = self._terminal
-            yield done_frame(self._terminal)
+            yield [done_frame(self._terminal)]
 
-    async def _pages(self, collapser: Collapser | None, limit: int | None) -> AsyncIterator[bytes]:
-        """Stored events after ``self._last`` (and the timestamp cursor), page by page."""
+    async def _pages(
+        self, collapser: Collapser | None, limit: int | None
+    ) -> AsyncIterator[list[bytes]]:
+        """Stored events after ``self._last`` (and the timestamp cursor), one group per page."""
         opt = self._opt
         remaining = limit
         while True:
@@ -199,6 +244,7 @@ class TaskStream:
                 self._task_id,
                 EventQuery(after_index=self._last, after_timestamp=opt.since_timestamp, limit=size),
             )
+            group: list[bytes] = []
             for event in page:
                 self._last = event.index
                 self._terminal = _terminal_status(event) or self._terminal
@@ -206,49 +252,60 @@ class TaskStream:
                 for item in ready:
                     frame = self._frame(WireEvent(item))
                     if frame is not None:
-                        yield frame
+                        group.append(frame)
+            if group:
+                yield group
             if remaining is not None:
                 remaining -= len(page)
             if len(page) < size:
                 return
 
-    async def _live(self, sub: Subscriber) -> AsyncIterator[bytes]:
+    async def _live(self, sub: Subscriber) -> AsyncIterator[list[bytes]]:
         while True:
             if sub.overflowed:
                 self.end_reason = "slow-consumer"
-                yield b": slow consumer, resume with Last-Event-ID\n\n"
+                yield [b": slow consumer, resume with Last-Event-ID\n\n"]
                 return
             if sub.closing:
                 self.end_reason = "shutdown"
-                yield retry_frame(self._opt.retry_ms)
+                yield [retry_frame(self._opt.retry_ms)]
                 return
             batch = await sub.get(self._opt.heartbeat_seconds)
+            observer = self._engine.hub.observer
+            if batch and observer is not None:
+                observer.on_live_lag(time.time() - batch[0].event.timestamp / 1000)
             if not batch:
                 if sub.overflowed or sub.closing:
                     continue
                 if batch is None:
-                    yield HEARTBEAT
+                    yield [HEARTBEAT]
                 # Woken without events (the broadcast reconnected) or idle for a heartbeat:
                 # events the broadcast never delivered are caught up from the store.
                 last = await self._engine.last_index(self._task_id)
                 if last > self._last:
-                    async for frame in self._fill(last + 1):
-                        yield frame
+                    async for caught_up in self._fill(last + 1):
+                        yield caught_up
                     if self.end_reason is not None:
                         return
                 continue
+            group: list[bytes] = []
             for wire in batch:
                 event = wire.event
                 if event.type == _DELETED:
                     self.end_reason = "deleted"
-                    yield done_frame("deleted")
+                    group.append(done_frame("deleted"))
+                    yield group
                     return
                 index = event.index
                 if index <= self._last:
                     continue
                 if index > self._last + 1:
-                    async for frame in self._fill(index):
-                        yield frame
+                    # A gap: what is ready goes first, then the missing events from the store.
+                    if group:
+                        yield group
+                        group = []
+                    async for filled in self._fill(index):
+                        yield filled
                     if self.end_reason is not None:
                         return
                     if index <= self._last:
@@ -256,27 +313,33 @@ class TaskStream:
                 self._last = index
                 out = self._frame(wire)
                 if out is not None:
-                    yield out
+                    group.append(out)
                 status = _terminal_status(event)
                 if status is not None:
                     self.end_reason = status
-                    yield done_frame(status)
+                    group.append(done_frame(status))
+                    yield group
                     return
+            if group:
+                yield group
 
-    async def _fill(self, before: int) -> AsyncIterator[bytes]:
+    async def _fill(self, before: int) -> AsyncIterator[list[bytes]]:
         """Send stored events between the last sent index and ``before``."""
         page = await self._engine.get_events(
             self._task_id, EventQuery(after_index=self._last, limit=before - self._last - 1)
         )
+        group: list[bytes] = []
         for event in page:
             if event.index >= before:
                 break
             self._last = event.index
             frame = self._frame(WireEvent(event))
             if frame is not None:
-                yield frame
+                group.append(frame)
             status = _terminal_status(event)
             if status is not None:
                 self.end_reason = status
-                yield done_frame(status)
-                return
+                group.append(done_frame(status))
+                break
+        if group:
+            yield group

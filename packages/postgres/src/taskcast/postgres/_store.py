@@ -350,6 +350,30 @@ class PostgresLongTermStore:
                 rows = await cur.fetchall()
         return [_event_from_row(row) for row in rows]
 
+    async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
+        """The index of an archived event id (replaced ``latest`` rows are gone: None)."""
+        self._require_open()
+        with storage_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    b"SELECT idx FROM taskcast_events WHERE task_id = %s AND id = %s",
+                    (task_id, event_id),
+                )
+                row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
+    async def last_index(self, task_id: str) -> int:
+        """The highest archived index of the task, -1 if none."""
+        self._require_open()
+        with storage_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    b"SELECT COALESCE(MAX(idx), -1) FROM taskcast_events WHERE task_id = %s",
+                    (task_id,),
+                )
+                row = await cur.fetchone()
+        return -1 if row is None else int(row[0])
+
 
 @contextmanager
 def _data_errors() -> Iterator[None]:

@@ -36,6 +36,8 @@ class Scripts:
     create_task: AsyncScript
     delete_task: AsyncScript
     tasks_after: AsyncScript
+    release: AsyncScript
+    restore: AsyncScript
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
@@ -45,4 +47,6 @@ class Scripts:
             create_task=client.register_script(script_source("create_task")),
             delete_task=client.register_script(script_source("delete_task")),
             tasks_after=client.register_script(script_source("tasks_after")),
+            release=client.register_script(script_source("release")),
+            restore=client.register_script(script_source("restore")),
         )

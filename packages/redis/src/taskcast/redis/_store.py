@@ -24,9 +24,10 @@ from taskcast.core import (
 )
 
 from ._client import command_client
-from ._codec import decode_event, draft_args, dumps
+from ._codec import decode_event, draft_args, dumps, event_json
 from ._errors import guard
 from ._keys import KeySpace
+from ._outbox import RedisWebhookOutbox
 from ._scripts import Scripts
 
 __all__ = ["RedisShortTermStore"]
@@ -57,6 +58,7 @@ class RedisShortTermStore:
     name = "redis"
     publishes_on_commit = True
     shared_across_processes = True
+    supports_release = True
 
     def __init__(
         self,
@@ -85,6 +87,10 @@ class RedisShortTermStore:
     def client(self) -> Redis:
         """The command client (shared with whoever passed it in)."""
         return self._client
+
+    def webhook_outbox(self) -> RedisWebhookOutbox:
+        """A webhook outbox on this store's client and prefix (closing it leaves them)."""
+        return RedisWebhookOutbox(self._client, prefix=self.keys.prefix)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -180,6 +186,62 @@ class RedisShortTermStore:
                 keys=[*k.all(), self.keys.tasks, self.keys.task_order], args=[task_id]
             )
         return bool(existed)
+
+    # -- hot/cold lifecycle ----------------------------------------------------------
+
+    async def release_task(
+        self, task_id: str, expected_revision: int, expected_last_index: int
+    ) -> bool:
+        """Delete the task's keys if its revision and last index are still the expected ones.
+
+        One script: a commit racing the release either lands before it (the release then
+        refuses) or after it (the commit finds no task and the engine restores it).
+        """
+        k = self.keys.for_task(task_id)
+        with guard():
+            released = await self._scripts.release(
+                keys=[*k.all(), self.keys.tasks, self.keys.task_order],
+                args=[str(expected_revision), str(expected_last_index + 1), task_id],
+            )
+        return bool(released)
+
+    async def restore_task(
+        self,
+        task: Task,
+        events: Sequence[TaskEvent],
+        *,
+        next_index: int,
+        series: dict[str, TaskEvent],
+        revision: int,
+    ) -> bool:
+        """Put a released task back in one script, unless it exists (``SET NX``)."""
+        stored = [event_json(e) for e in events]
+        keyed = [(e.idempotency_key, raw) for e, raw in zip(events, stored, strict=True)]
+        args: list[Any] = [
+            dumps(task.to_dict()),
+            task.status,
+            str(revision),
+            str(next_index),
+            task.created_at,
+            task.id,
+            len(stored),
+            len(series),
+            sum(1 for key, _ in keyed if key is not None),
+            *stored,
+        ]
+        for event in events:
+            args.extend((event.id, str(event.index)))
+        for sid, state in series.items():
+            args.extend((sid, event_json(state), f"{state.series_mode} {state.index}"))
+        for key, raw in keyed:
+            if key is not None:
+                args.extend((key, raw))
+        k = self.keys.for_task(task.id)
+        with guard():
+            restored = await self._scripts.restore(
+                keys=[*k.all(), self.keys.tasks, self.keys.task_order], args=args
+            )
+        return bool(restored)
 
     # -- commits ---------------------------------------------------------------------
 
