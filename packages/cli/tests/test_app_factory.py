@@ -73,7 +73,12 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
         flags={"db_path": ("--db-path", tmp_path / "x.db")},
         file=(
             clean_env / "f.yaml",
-            {"cors": ["https://a"], "limits": {"maxBatch": 5, "queueLimit": 6}, "retryMs": 9},
+            {
+                "cors": ["https://a"],
+                "limits": {"maxBatch": 5, "queueLimit": 6},
+                "retryMs": 9,
+                "writeTimeoutSeconds": 12,
+            },
         ),
     )
     built = build(settings)
@@ -82,6 +87,7 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
     config = built.app.state.config
     assert config.cors_origins == ("https://a",)
     assert (config.max_batch, config.queue_limit, config.retry_ms) == (5, 6, 9)
+    assert config.write_timeout_seconds == 12
     assert built.app.state.engine is built.engine
 
 

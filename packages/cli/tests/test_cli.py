@@ -79,6 +79,7 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
         "--access-log",
         "--heartbeat-seconds", "2",
         "--retry-ms", "3",
+        "--write-timeout", "7.5",
         "--shutdown-timeout", "4",
         "--cors-origin", "https://a", "--cors-origin", "https://b",
         "--max-body-bytes", "5",
@@ -99,6 +100,7 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
     assert data["accessLog"] is True
     assert data["heartbeatSeconds"] == 2
     assert data["retryMs"] == 3
+    assert data["writeTimeoutSeconds"] == 7.5
     assert data["shutdownTimeoutSeconds"] == 4
     assert data["cors"] == ["https://a", "https://b"]
     assert data["limits"] == {"maxBodyBytes": 5, "maxDataBytes": 6, "maxBatch": 7, "queueLimit": 8}

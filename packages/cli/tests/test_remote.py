@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import socket
 import threading
@@ -16,7 +17,9 @@ import uvicorn
 from typer.testing import CliRunner
 
 from taskcast.cli import TaskcastServer, app, build, resolve_settings
-from taskcast.cli._remote import doctor, logs, ping
+from taskcast.cli._client_cmds import logs
+from taskcast.cli._output import Output
+from taskcast.cli._remote import doctor, ping
 
 runner = CliRunner()
 
@@ -180,14 +183,16 @@ def test_logs_prints_history_then_done(server_url: str, clean_env: Path) -> None
 def test_logs_failures(server_url: str, clean_env: Path) -> None:
     result = runner.invoke(app, ["logs", "nope", "--url", server_url])
     assert result.exit_code == 1
-    assert result.stdout == f"FAIL \u2014 no task nope at {server_url}\n"
+    assert result.stdout == ""
+    assert result.stderr == f"FAIL \u2014 no task nope at {server_url}\n"
 
     def forbidden(request: httpx.Request) -> httpx.Response:
         return httpx.Response(403, json={"error": "Forbidden"})
 
-    out: list[str] = []
-    assert logs("http://x", "t", echo=out.append, transport=httpx.MockTransport(forbidden)) == 1
-    assert out == ["FAIL \u2014 http://x answered HTTP 403: Forbidden"]
+    out, err = io.StringIO(), io.StringIO()
+    output = Output(file=out, err_file=err)
+    assert logs("http://x", "t", out=output, transport=httpx.MockTransport(forbidden)) == 1
+    assert err.getvalue() == "FAIL \u2014 http://x answered HTTP 403: Forbidden\n"
 
 
 def test_logs_gives_up_on_an_unreachable_server() -> None:
@@ -196,10 +201,9 @@ def test_logs_gives_up_on_an_unreachable_server() -> None:
     def refused(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("Connection refused", request=request)
 
-    out: list[str] = []
+    err = io.StringIO()
     fast = ReconnectConfig(max_attempts=2, initial_delay=0.01, max_delay=0.01)
-    code = logs(
-        "http://x", "t", echo=out.append, transport=httpx.MockTransport(refused), reconnect=fast
-    )
+    output = Output(file=io.StringIO(), err_file=err)
+    code = logs("http://x", "t", out=output, transport=httpx.MockTransport(refused), reconnect=fast)
     assert code == 1
-    assert out == ["FAIL \u2014 cannot reach http://x: connection refused"]
+    assert err.getvalue() == "FAIL \u2014 cannot reach http://x: connection refused\n"

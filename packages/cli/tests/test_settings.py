@@ -83,6 +83,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_SQLITE_PATH": "/tmp/x.db",
         "TASKCAST_HEARTBEAT_SECONDS": "2.5",
         "TASKCAST_RETRY_MS": "7",
+        "TASKCAST_SSE_WRITE_TIMEOUT": "4.5",
         "TASKCAST_SHUTDOWN_TIMEOUT_SECONDS": "3",
         "TASKCAST_PROCESSES": "2",
         "TASKCAST_CORS_ORIGINS": "https://a.example, https://b.example",
@@ -113,6 +114,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.port == 1
     assert s.log_level == "error"
     assert s.access_log is True
+    assert s.write_timeout_seconds == 4.5
     assert s.storage == "memory"
     assert s.db_path == Path("/tmp/x.db")
     assert s.heartbeat_seconds == 2.5

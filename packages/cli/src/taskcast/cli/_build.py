@@ -171,6 +171,7 @@ def build(settings: TaskcastSettings) -> Built:
     config = ServerConfig(
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.retry_ms,
+        write_timeout_seconds=settings.write_timeout_seconds,
         max_body_bytes=settings.limits.max_body_bytes,
         max_data_bytes=settings.limits.max_data_bytes,
         max_batch=settings.limits.max_batch,

@@ -16,6 +16,8 @@ from taskcast.core import ConfigError, TaskcastError
 
 from ._errors import SettingsError, StartupError
 from ._logging import configure_logging
+from ._nodes import DEFAULT_NODE, DEFAULT_URL, NodeStore, Target, resolve_target
+from ._output import Output
 from ._resolve import load_settings
 from ._settings import TaskcastSettings
 
@@ -98,6 +100,7 @@ _FLAG_PATHS: dict[str, tuple[str, str]] = {
     "access_log": ("access_log", "--access-log"),
     "heartbeat_seconds": ("heartbeat_seconds", "--heartbeat-seconds"),
     "retry_ms": ("retry_ms", "--retry-ms"),
+    "write_timeout": ("write_timeout_seconds", "--write-timeout"),
     "shutdown_timeout": ("shutdown_timeout_seconds", "--shutdown-timeout"),
     "cors_origin": ("cors", "--cors-origin"),
     "max_body_bytes": ("limits.max_body_bytes", "--max-body-bytes"),
@@ -201,6 +204,14 @@ def start(
         int | None,
         typer.Option(
             "--retry-ms", metavar="MS", help="SSE retry: hint for clients.  [default: 3000]"
+        ),
+    ] = None,
+    write_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--write-timeout",
+            metavar="SECONDS",
+            help="Close an SSE stream whose client accepts no data for this long.  [default: 30]",
         ),
     ] = None,
     shutdown_timeout: Annotated[
@@ -339,37 +350,58 @@ def migrate(
 
 _URL_OPTION = typer.Option(
     "--url",
-    envvar="TASKCAST_URL",
-    help="Server URL ($TASKCAST_URL).  [default: http://127.0.0.1:3721]",
+    help="Server URL (else --node, $TASKCAST_URL, the current node, http://127.0.0.1:3721).",
+    show_default=False,
 )
 _TOKEN_OPTION = typer.Option(
-    "--token", envvar="TASKCAST_TOKEN", help="Bearer token ($TASKCAST_TOKEN).", show_default=False
+    "--token", help="Bearer token (else the node's, else $TASKCAST_TOKEN).", show_default=False
+)
+_NODE_OPTION = typer.Option(
+    "--node", metavar="NAME", help="A server saved with `taskcast node add`.", show_default=False
 )
 _TIMEOUT_OPTION = typer.Option("--timeout", help="Seconds to wait for an answer.")
+_JSON_OPTION = typer.Option("--json", help="One JSON object per line, for machines.")
+_TYPES_OPTION = typer.Option(
+    "--types", help="Event type patterns (llm.*, progress), comma-separated."
+)
+_LEVELS_OPTION = typer.Option(
+    "--levels", help="Levels (debug, info, warn, error), comma-separated."
+)
+
+
+def _target(url: str | None, token: str | None, node: str | None) -> Target:
+    try:
+        return resolve_target(url=url, token=token, node=node, environ=dict(os.environ))
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
 
 
 @app.command()
 def ping(
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
     timeout: Annotated[float, _TIMEOUT_OPTION] = 5.0,
 ) -> None:
     """Check that a server answers (GET /health)."""
-    from ._remote import DEFAULT_URL, ping as run_ping
+    from ._remote import ping as run_ping
 
-    raise typer.Exit(run_ping(url or DEFAULT_URL, token=token, timeout=timeout, echo=typer.echo))
+    target = _target(url, token, node)
+    raise typer.Exit(run_ping(target.url, token=target.token, timeout=timeout, echo=typer.echo))
 
 
 @app.command()
 def doctor(
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
     timeout: Annotated[float, _TIMEOUT_OPTION] = 5.0,
 ) -> None:
     """Report a server's auth mode and storage health (GET /health/detail)."""
-    from ._remote import DEFAULT_URL, doctor as run_doctor
+    from ._remote import doctor as run_doctor
 
-    raise typer.Exit(run_doctor(url or DEFAULT_URL, token=token, timeout=timeout, echo=typer.echo))
+    target = _target(url, token, node)
+    raise typer.Exit(run_doctor(target.url, token=target.token, timeout=timeout, echo=typer.echo))
 
 
 @app.command()
@@ -377,27 +409,256 @@ def logs(
     task_id: Annotated[str, typer.Argument(help="The task to follow.")],
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
-    types: Annotated[
-        list[str] | None,
-        typer.Option("--types", help="Event type patterns (llm.*, progress), comma-separated."),
-    ] = None,
-    levels: Annotated[
-        list[str] | None,
-        typer.Option("--levels", help="Levels (debug, info, warn, error), comma-separated."),
-    ] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
+    types: Annotated[list[str] | None, _TYPES_OPTION] = None,
+    levels: Annotated[list[str] | None, _LEVELS_OPTION] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
 ) -> None:
-    """Print a task's events (history, then live) until it finishes."""
-    from ._remote import DEFAULT_URL, logs as run_logs
+    """Follow a task's events live until it ends (exit 0).
 
+    A dropped connection or a restarted server is resumed from the last event seen.
+    """
+    from ._client_cmds import logs as run_logs
+
+    target = _target(url, token, node)
     code = run_logs(
-        url or DEFAULT_URL,
+        target.url,
         task_id,
-        token=token,
+        token=target.token,
         types=_comma_list(types),
         levels=_comma_list(levels),
-        echo=typer.echo,
+        out=Output(json_mode=as_json),
     )
     raise typer.Exit(code)
+
+
+@app.command()
+def tail(
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
+    types: Annotated[list[str] | None, _TYPES_OPTION] = None,
+    levels: Annotated[list[str] | None, _LEVELS_OPTION] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            "--count", "-n", min=1, help="Stop after this many events.", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Follow the live events of every task (GET /events) until interrupted.
+
+    Each line starts with a short form of the task id. Only events published after the
+    stream opens are shown (the global stream has no history).
+    """
+    from ._client_cmds import tail as run_tail
+
+    target = _target(url, token, node)
+    try:
+        code = run_tail(
+            target.url,
+            token=target.token,
+            types=_comma_list(types),
+            levels=_comma_list(levels),
+            count=count,
+            out=Output(json_mode=as_json),
+        )
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+tasks_app = typer.Typer(
+    name="tasks",
+    help="List, inspect, create and cancel tasks.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(tasks_app)
+
+
+@tasks_app.command("list")
+def tasks_list(
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="Only these statuses (comma-separated or repeated)."),
+    ] = None,
+    type: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only these types; patterns such as llm.* work."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the N newest tasks.")] = 20,
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """List the most recently created tasks (oldest of them first)."""
+    from ._client_cmds import tasks_list as run
+
+    target = _target(url, token, node)
+    code = run(
+        target.url,
+        token=target.token,
+        status=_comma_list(status),
+        type=_comma_list(type),
+        limit=limit,
+        out=Output(json_mode=as_json),
+    )
+    raise typer.Exit(code)
+
+
+@tasks_app.command("inspect")
+def tasks_inspect(
+    task_id: Annotated[str, typer.Argument(help="The task.")],
+    events: Annotated[
+        int, typer.Option("--events", "-e", min=0, help="How many of the last events to show.")
+    ] = 5,
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Show a task and its last events."""
+    from ._client_cmds import tasks_inspect as run
+
+    target = _target(url, token, node)
+    code = run(
+        target.url, task_id, token=target.token, events=events, out=Output(json_mode=as_json)
+    )
+    raise typer.Exit(code)
+
+
+@tasks_app.command("create")
+def tasks_create(
+    type: Annotated[str | None, typer.Option("--type", help="The task type.")] = None,
+    params: Annotated[
+        str | None, typer.Option("--params", metavar="JSON", help="Parameters, a JSON object.")
+    ] = None,
+    ttl: Annotated[
+        int | None, typer.Option("--ttl", min=1, metavar="SECONDS", help="Time to live.")
+    ] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--id", help="Choose the id (default: a new ULID).")
+    ] = None,
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Create a task and print its id."""
+    from ._client_cmds import tasks_create as run
+
+    parsed: dict[str, Any] | None = None
+    if params is not None:
+        try:
+            parsed = json.loads(params)
+        except ValueError as exc:
+            raise fail(f"--params is not JSON: {exc}", 2) from None
+        if not isinstance(parsed, dict):
+            raise fail("--params must be a JSON object", 2)
+    target = _target(url, token, node)
+    code = run(
+        target.url,
+        token=target.token,
+        type=type,
+        params=parsed,
+        ttl=ttl,
+        task_id=task_id,
+        out=Output(json_mode=as_json),
+    )
+    raise typer.Exit(code)
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(
+    task_id: Annotated[str, typer.Argument(help="The task.")],
+    url: Annotated[str | None, _URL_OPTION] = None,
+    token: Annotated[str | None, _TOKEN_OPTION] = None,
+    node: Annotated[str | None, _NODE_OPTION] = None,
+    as_json: Annotated[bool, _JSON_OPTION] = False,
+) -> None:
+    """Cancel a task (its subscribers receive the end of the stream)."""
+    from ._client_cmds import tasks_cancel as run
+
+    target = _target(url, token, node)
+    raise typer.Exit(run(target.url, task_id, token=target.token, out=Output(json_mode=as_json)))
+
+
+node_app = typer.Typer(
+    name="node",
+    help="Named servers for the client commands (stored in ~/.taskcast/nodes.json).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(node_app)
+
+
+def _store() -> NodeStore:
+    return NodeStore.default(dict(os.environ))
+
+
+@node_app.command("add")
+def node_add(
+    name: Annotated[str, typer.Argument(help="A name for the server.")],
+    url: Annotated[str, typer.Option("--url", help="The server's URL.")],
+    token: Annotated[str | None, typer.Option("--token", help="Its token.")] = None,
+    token_type: Annotated[
+        str,
+        typer.Option(
+            "--token-type",
+            metavar="jwt|admin",
+            help="jwt: sent as is; admin: the server's admin token, exchanged for a JWT "
+            "(POST /admin/token) before each command.",
+        ),
+    ] = "jwt",
+) -> None:
+    """Save a server (the first one saved becomes the current one)."""
+    if token_type not in ("jwt", "admin"):
+        raise fail(f"--token-type must be jwt or admin, got {token_type!r}", 2)
+    try:
+        node = _store().add(name, url, token=token, token_type=token_type)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
+    typer.echo(f"added node {node.name} → {node.url}")
+
+
+@node_app.command("use")
+def node_use(name: Annotated[str, typer.Argument(help="A saved server.")]) -> None:
+    """Make a saved server the default of the client commands."""
+    try:
+        node = _store().use(name)
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
+    typer.echo(f"using node {node.name} → {node.url}")
+
+
+@node_app.command("remove")
+def node_remove(name: Annotated[str, typer.Argument(help="A saved server.")]) -> None:
+    """Forget a saved server."""
+    try:
+        _store().remove(name)
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
+    typer.echo(f"removed node {name}")
+
+
+@node_app.command("list")
+def node_list() -> None:
+    """The saved servers; * marks the current one."""
+    store = _store()
+    try:
+        nodes = store.nodes()
+        current = store.current()
+    except SettingsError as exc:
+        raise fail(exc.message, 2) from None
+    if current is None:
+        typer.echo(f"* {DEFAULT_NODE:<12} {DEFAULT_URL}  (built-in)")
+    for name, saved in sorted(nodes.items()):
+        mark = "*" if current is not None and current.name == name else " "
+        auth = f"  [{saved.token_type} token]" if saved.token else ""
+        typer.echo(f"{mark} {name:<12} {saved.url}{auth}")
 
 
 def _comma_list(values: list[str] | None) -> list[str] | None:

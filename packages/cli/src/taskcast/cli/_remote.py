@@ -1,19 +1,17 @@
-"""Commands that talk to a running server: ``taskcast ping`` and ``taskcast doctor``."""
+"""``taskcast ping`` and ``taskcast doctor``: is a server up, and how healthy is it."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
 
-__all__ = ["Check", "doctor", "format_event", "logs", "ping"]
+from ._nodes import DEFAULT_URL
 
-DEFAULT_URL = "http://127.0.0.1:3721"
+__all__ = ["DEFAULT_URL", "Check", "doctor", "ping"]
 
 
 def _client(
@@ -134,61 +132,3 @@ def doctor(
     for check in checks:
         echo(check.line())
     return 1 if any(c.status == "FAIL" for c in checks) else 0
-
-
-def format_event(event: Any) -> str:
-    """``[HH:MM:SS] <type> <level> <data as JSON>``, the original's ``taskcast logs`` line."""
-    clock = datetime.fromtimestamp(event.timestamp / 1000).strftime("%H:%M:%S")
-    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    return f"[{clock}] {event.type:<16} {event.level:<5} {data}"
-
-
-def logs(
-    url: str,
-    task_id: str,
-    *,
-    token: str | None = None,
-    types: list[str] | None = None,
-    levels: list[str] | None = None,
-    echo: Callable[[str], None],
-    transport: httpx.BaseTransport | None = None,
-    reconnect: Any = None,
-) -> int:
-    """Follow one task's stream (history, then live) until it ends; print one line per event.
-
-    Reconnects and resumes by itself if the server restarts, as any Taskcast client does.
-    """
-    from taskcast.client import (
-        NotFoundError,
-        ReconnectConfig,
-        Resync,
-        StreamInterruptedError,
-        TaskcastClient,
-        TaskcastHTTPError,
-    )
-
-    # A server restart is ridden out; a server that stays away for ~15 s is reported.
-    reconnect = reconnect or ReconnectConfig(max_attempts=5, max_delay=5.0)
-    client = TaskcastClient(url, token=token, transport=transport, reconnect=reconnect)
-    try:
-        with client.subscribe(task_id, types=types, levels=levels) as subscription:
-            for item in subscription:
-                if isinstance(item, Resync):
-                    echo(f"[RESYNC] {item.reason}: replaying what the server retains")
-                else:
-                    echo(format_event(item))
-            echo(f"[DONE] {subscription.done_reason}")
-    except NotFoundError:
-        echo(f"FAIL \u2014 no task {task_id} at {url}")
-        return 1
-    except TaskcastHTTPError as exc:
-        echo(f"FAIL \u2014 {url} answered HTTP {exc.status_code}: {exc.message}")
-        return 1
-    except StreamInterruptedError as exc:
-        cause = exc.__cause__
-        reason = _reason(cause) if isinstance(cause, httpx.HTTPError) else str(exc)
-        echo(f"FAIL \u2014 cannot reach {url}: {reason}")
-        return 1
-    finally:
-        client.close()
-    return 0

@@ -119,6 +119,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_SQLITE_PATH": ("db_path",),
     "TASKCAST_HEARTBEAT_SECONDS": ("heartbeat_seconds",),
     "TASKCAST_RETRY_MS": ("retry_ms",),
+    "TASKCAST_SSE_WRITE_TIMEOUT": ("write_timeout_seconds",),
     "TASKCAST_SHUTDOWN_TIMEOUT_SECONDS": ("shutdown_timeout_seconds",),
     "TASKCAST_PROCESSES": ("processes",),
     "TASKCAST_CORS_ORIGINS": ("cors",),

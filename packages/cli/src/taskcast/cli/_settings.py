@@ -191,6 +191,9 @@ class TaskcastSettings(BaseSettings):
     """Seconds between SSE keep-alive comments."""
     retry_ms: int = Field(3000, ge=0)
     """The ``retry:`` hint sent to SSE clients."""
+    write_timeout_seconds: float = Field(30.0, gt=0)
+    """An SSE stream whose client accepts no write for this long is closed (a stalled
+    reader must not hold memory forever); the client resumes by cursor."""
     shutdown_timeout_seconds: float = Field(10.0, ge=0)
     """How long a graceful shutdown waits for open requests before cancelling them."""
     processes: int = Field(1, ge=1)

@@ -39,12 +39,14 @@ from ._models import (
     TaskPage,
     TaskStatus,
 )
+from ._tokens import SUBSCRIBE_SCOPE, mint_subscribe_token
 from ._webhooks import verify_webhook
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "SUBSCRIBE_SCOPE",
     "AsyncTaskRun",
     "AsyncTaskcastServerClient",
     "BadRequestError",
@@ -72,5 +74,6 @@ __all__ = [
     "TaskcastServerClient",
     "TaskcastTransportError",
     "UnauthorizedError",
+    "mint_subscribe_token",
     "verify_webhook",
 ]

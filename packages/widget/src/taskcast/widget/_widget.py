@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -61,6 +62,14 @@ class WidgetConfig:
         with_credentials: Open the EventSource with ``withCredentials`` so a remote server
             receives its cookies (its CORS must then name the origin and allow credentials).
         title: Heading shown before the task id.
+        token: A token the stream URL carries as ``?token=...``, for a Taskcast server in
+            ``jwt`` mode: a browser's EventSource cannot send an ``Authorization`` header,
+            so the server also accepts a (subscribe-only, expiring) token in the query.
+            Fixed for every task; prefer ``token_factory``.
+        token_factory: Called with the task id each time a widget is rendered; returns the
+            token for that task, typically ``lambda task_id: mint_subscribe_token(secret,
+            task_id)`` (from ``taskcast.server_sdk`` or ``taskcast.server``). Pages are
+            served with ``Cache-Control: no-store``, so a refresh mints a fresh token.
     """
 
     taskcast_url: str = ""
@@ -68,6 +77,8 @@ class WidgetConfig:
     log_limit: int = 200
     with_credentials: bool = False
     title: str = "Task"
+    token: str | None = field(default=None, repr=False)
+    token_factory: Callable[[str], str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         url = self.taskcast_url
@@ -77,10 +88,16 @@ class WidgetConfig:
         object.__setattr__(self, "prefix", _check_prefix(self.prefix, "prefix"))
         if self.log_limit < 1:
             raise ValueError(f"log_limit must be positive: {self.log_limit}")
+        if self.token is not None and self.token_factory is not None:
+            raise ValueError("give token or token_factory, not both")
 
     def events_url(self, task_id: str) -> str:
-        """The Taskcast SSE endpoint of a task."""
-        return f"{self.taskcast_url}/tasks/{quote(task_id, safe='')}/events"
+        """The Taskcast SSE endpoint of a task (with ``?token=`` when a token is configured)."""
+        url = f"{self.taskcast_url}/tasks/{quote(task_id, safe='')}/events"
+        token = self.token_factory(task_id) if self.token_factory is not None else self.token
+        if token:
+            url += f"?token={quote(token, safe='')}"
+        return url
 
 
 class TaskcastWidget:
@@ -249,6 +266,7 @@ def widget_router(
     prefix: str = "/widget",
     log_limit: int = 200,
     with_credentials: bool = False,
+    token_factory: Callable[[str], str] | None = None,
 ) -> Router:
     """Shorthand for ``TaskcastWidget(WidgetConfig(...), engine=engine).router()``.
 
@@ -259,5 +277,6 @@ def widget_router(
         prefix=prefix,
         log_limit=log_limit,
         with_credentials=with_credentials,
+        token_factory=token_factory,
     )
     return TaskcastWidget(config, engine=engine).router()

@@ -1,0 +1,167 @@
+"""``taskcast logs`` as a user runs it: a real server process, a live task, a terminal.
+
+The issue's criterion: ``taskcast logs`` follows a live task in a terminal and exits 0 when
+the task completes, riding out a server that is killed and restarted mid-stream.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from ._server import Running, command, env_for, start
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server(tmp_path: Path, port: int) -> Running:
+    # A short retry: hint, so that `logs` comes back quickly after the restart.
+    args = ["start", "--port", str(port), "--storage", "sqlite", "--retry-ms", "200"]
+    return start(args, cwd=tmp_path, env=env_for(tmp_path))
+
+
+def _api(url: str, method: str, path: str, body: Any = None) -> Any:
+    response = httpx.request(method, url + path, json=body, timeout=10)
+    assert response.is_success, response.text
+    return response.json()
+
+
+def _publish(url: str, task_id: str, *texts: str) -> None:
+    events = [{"type": "llm.delta", "level": "info", "data": {"text": t}} for t in texts]
+    _api(url, "POST", f"/tasks/{task_id}/events", events)
+
+
+def _logs(tmp_path: Path, task_id: str, url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command(["logs", task_id, "--url", url, *args]),
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_json_lines(stream: IO[str], n: int, timeout: float = 20) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(lines) < n:
+        assert time.monotonic() < deadline, f"only {lines}"
+        line = stream.readline()
+        assert line, f"logs ended early after {lines}"
+        lines.append(json.loads(line))
+    return lines
+
+
+def test_logs_follows_a_live_task_across_a_server_restart(tmp_path: Path) -> None:
+    port = _free_port()
+    server = _server(tmp_path, port)
+    url = server.url
+    task_id = _api(url, "POST", "/tasks", {"type": "llm.chat"})["id"]
+    _api(url, "PATCH", f"/tasks/{task_id}/status", {"status": "running"})
+    _publish(url, task_id, "a", "b")
+    logs = _logs(tmp_path, task_id, url, "--json")
+    # The same for people, through a pipe (no terminal: no colour codes).
+    plain = _logs(tmp_path, task_id, url)
+    try:
+        assert logs.stdout is not None
+        seen = _read_json_lines(logs.stdout, 3)  # running, a, b
+        _publish(url, task_id, "c")
+        seen += _read_json_lines(logs.stdout, 1)
+        # A crash, not a graceful stop: the connection just drops.
+        server.stop(signal.SIGKILL)
+        server = _server(tmp_path, port)
+        _publish(url, task_id, "d", "e")
+        _api(url, "PATCH", f"/tasks/{task_id}/status", {"status": "completed"})
+        out, err = logs.communicate(timeout=30)
+        plain_out, plain_err = plain.communicate(timeout=30)
+    finally:
+        for proc in (logs, plain):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        code, log = server.stop()
+    assert code == 0, log
+    assert logs.returncode == 0, err
+    assert plain.returncode == 0, plain_err
+    assert "\x1b[" not in plain_out
+    lines = plain_out.splitlines()
+    assert lines[-1] == "[DONE] completed"
+    assert [line[11:] for line in lines[:-1]] == [
+        'taskcast:status  info  {"status":"running"}',
+        *(f'llm.delta        info  {{"text":"{t}"}}' for t in "abcde"),
+        'taskcast:status  info  {"status":"completed"}',
+    ]
+    seen += [json.loads(line) for line in out.splitlines()]
+    assert seen[-1] == {"done": "completed"}
+    events = seen[:-1]
+    # Every event exactly once, in order, across the restart.
+    assert [e["index"] for e in events] == list(range(7))
+    assert [e["data"] for e in events] == [
+        {"status": "running"},
+        {"text": "a"},
+        {"text": "b"},
+        {"text": "c"},
+        {"text": "d"},
+        {"text": "e"},
+        {"status": "completed"},
+    ]
+
+
+def _tmux(socket_path: Path, *args: str) -> str:
+    return subprocess.run(
+        ["tmux", "-S", str(socket_path), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_logs_in_a_terminal_is_coloured_and_exits_0(tmp_path: Path) -> None:
+    server = _server(tmp_path, 0)
+    sock = tmp_path / "tmux.sock"
+    status_file = tmp_path / "status"
+    env = env_for(tmp_path)
+    try:
+        task_id = _api(server.url, "POST", "/tasks", {})["id"]
+        _api(server.url, "PATCH", f"/tasks/{task_id}/status", {"status": "running"})
+        line = shlex.join(command(["logs", task_id, "--url", server.url]))
+        exports = " ".join(f"{k}={shlex.quote(env[k])}" for k in ("HOME", "PATH") if k in env)
+        script = f"env -u NO_COLOR TERM=xterm-256color {exports} {line}; echo $? > {status_file}"
+        _tmux(sock, "new-session", "-d", "-x", "200", "-y", "50", "sh", "-c", f"{script}; sleep 60")
+        # The command is waiting on the stream; publish while it follows.
+        deadline = time.monotonic() + 20
+        while "taskcast:status" not in _tmux(sock, "capture-pane", "-p"):
+            assert time.monotonic() < deadline, "logs printed nothing"
+            time.sleep(0.1)
+        _publish(server.url, task_id, "live")
+        _api(server.url, "PATCH", f"/tasks/{task_id}/status", {"status": "completed"})
+        while not status_file.exists() or not status_file.read_text().strip():
+            assert time.monotonic() < deadline + 10, _tmux(sock, "capture-pane", "-p")
+            time.sleep(0.1)
+        plain = _tmux(sock, "capture-pane", "-p")
+        coloured = _tmux(sock, "capture-pane", "-p", "-e")
+    finally:
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True, timeout=10)
+        server.stop()
+    assert status_file.read_text().strip() == "0"
+    assert 'llm.delta        info  {"text":"live"}' in plain
+    assert "[DONE] completed" in plain
+    assert "\x1b[" in coloured  # levels and types are coloured on a terminal
