@@ -13,6 +13,7 @@ from taskcast.core import (
     EventInput,
     MemoryLongTermStore,
     MemoryShortTermStore,
+    StorageUnavailableError,
     TaskEngine,
 )
 from taskcast.server import ServerConfig, create_app
@@ -45,9 +46,7 @@ async def test_off_by_default_serves_nothing_and_observes_nothing() -> None:
     assert not hasattr(app.state, "metrics")
 
 
-async def test_publish_counts_latency_and_statuses(
-    client: httpx.AsyncClient, app: FastAPI
-) -> None:
+async def test_publish_counts_latency_and_statuses(client: httpx.AsyncClient, app: FastAPI) -> None:
     tid = (await client.post("/tasks", json={})).json()["id"]
     await client.patch(f"/tasks/{tid}/status", json={"status": "running"})
     one = {"type": "a", "level": "info", "data": {"x": 1}}
@@ -135,3 +134,30 @@ def test_histogram_buckets_are_cumulative_with_inclusive_bounds() -> None:
         "h_sum 12.5",
         "h_count 4",
     ]
+
+
+class _FailingReads(MemoryShortTermStore):
+    """Fails history reads once asked to (a store outage in the middle of a stream)."""
+
+    fail = False
+
+    async def get_events(self, task_id: str, query: Any) -> Any:
+        if self.fail:
+            raise StorageUnavailableError("store down")
+        return await super().get_events(task_id, query)
+
+
+async def test_stream_ended_by_a_storage_error_is_counted(serve_app: Any) -> None:
+    store = _FailingReads()
+    engine = TaskEngine(short_term=store)
+    app = create_app(engine, config=ServerConfig(metrics=True, heartbeat_seconds=0.2))
+    async with serve_app(app, engine) as url, httpx.AsyncClient(base_url=url) as client:
+        task = await engine.create_task()
+        await engine.transition_task(task.id, "running")
+        store.fail = True
+        async with client.stream("GET", f"/tasks/{task.id}/events") as res:
+            body = b"".join([chunk async for chunk in res.aiter_bytes()])
+        assert body.startswith(b"retry:")
+        text = (await client.get("/metrics")).text
+    assert sample(text, 'taskcast_sse_stream_ends_total{reason="storage-error"}') == 1
+    assert sample(text, "taskcast_storage_errors_total") == 1
