@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -186,7 +187,7 @@ def test_sentry_dsn_adds_sentry_hooks(clean_env: Path, monkeypatch: pytest.Monke
     calls: list[str] = []
     hooks = TaskcastHooks(on_task_created=lambda task: None)
 
-    def fake_setup(dsn: str) -> TaskcastHooks:
+    def fake_setup(dsn: str, **kwargs: Any) -> TaskcastHooks:
         calls.append(dsn)
         return hooks
 
@@ -197,3 +198,53 @@ def test_sentry_dsn_adds_sentry_hooks(clean_env: Path, monkeypatch: pytest.Monke
     engine = build_engine(settings)
     assert calls == ["https://k@sentry.example/1"]
     assert engine.hooks.wants("on_task_created")
+
+
+def test_sentry_section_sets_dsn_and_options(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskcast.sentry
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def fake_setup(dsn: str, **kwargs: Any) -> TaskcastHooks:
+        calls.append((dsn, kwargs))
+        return TaskcastHooks()
+
+    monkeypatch.setattr(taskcast.sentry, "setup_sentry", fake_setup)
+    sentry = {
+        "dsn": "https://k@sentry.example/2",
+        "environment": "staging",
+        "tracesSampleRate": 0.5,
+        "captureTaskTimeouts": False,
+        "includeParams": True,
+    }
+    settings = resolve_settings(
+        flags={"storage": ("-s", "memory")}, file=(clean_env / "c.yaml", {"sentry": sentry})
+    )
+    build_engine(settings)
+    ((dsn, kwargs),) = calls
+    assert dsn == "https://k@sentry.example/2"
+    assert kwargs["environment"] == "staging" and kwargs["traces_sample_rate"] == 0.5
+    options = kwargs["options"]
+    assert options.capture_task_timeouts is False and options.include_params is True
+    assert options.capture_task_failures is True
+    # SENTRY_DSN wins over the file; enabled: false turns Sentry off whatever the DSN.
+    calls.clear()
+    both = resolve_settings(
+        flags={"storage": ("-s", "memory")},
+        environ={"SENTRY_DSN": "https://k@sentry.example/3"},
+        file=(clean_env / "c.yaml", {"sentry": sentry}),
+    )
+    build_engine(both)
+    assert [dsn for dsn, _ in calls] == ["https://k@sentry.example/3"]
+    calls.clear()
+    off = resolve_settings(
+        flags={"storage": ("-s", "memory")},
+        environ={"SENTRY_DSN": "https://k@sentry.example/3"},
+        file=(clean_env / "c.yaml", {"sentry": {"enabled": False}}),
+    )
+    build_engine(off)
+    assert calls == []
+    assert off.redacted()["sentry"]["dsn"] is None
+    assert settings.redacted()["sentry"]["dsn"] == "https://k@sentry.example/2"

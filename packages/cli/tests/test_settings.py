@@ -107,6 +107,13 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_AUTO_MIGRATE": "yes",
         "TASKCAST_ADMIN_TOKEN": "tok",
         "SENTRY_DSN": "https://k@sentry.example/1",
+        "TASKCAST_HOT_RETENTION_ENABLED": "false",
+        "TASKCAST_HOT_RETENTION_TERMINAL_SECONDS": "5",
+        "TASKCAST_HOT_RETENTION_IDLE_SECONDS": "6.5",
+        "TASKCAST_TTL_SWEEP_INTERVAL_SECONDS": "0.25",
+        "TASKCAST_TTL_SWEEP_BATCH_SIZE": "7",
+        "TASKCAST_WEBHOOK_ALLOW_PRIVATE": "true",
+        "TASKCAST_METRICS": "1",
     }
     assert set(values) == set(ENV_VARS)
     s = resolve(env=values)
@@ -141,6 +148,12 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.postgres.auto_migrate is True
     assert s.admin_token == "tok"
     assert s.sentry_dsn == "https://k@sentry.example/1"
+    lc = s.storage_lifecycle
+    assert lc.hot_retention_enabled is False
+    assert (lc.hot_retention_terminal_seconds, lc.hot_retention_idle_seconds) == (5, 6.5)
+    assert (lc.ttl_sweep_interval_seconds, lc.ttl_sweep_batch_size) == (0.25, 7)
+    assert s.webhook.allow_private is True
+    assert s.metrics is True
 
 
 def test_empty_environment_values_are_ignored() -> None:
@@ -207,12 +220,59 @@ def test_unused_original_keys_are_accepted_and_listed() -> None:
     s = resolve(
         {
             "workers": {"enabled": False},
-            "storageLifecycle": {},
-            "sentry": {"dsn": "x"},
+            "storageLifecycle": {"rehydrateReplayEvents": 1000, "storageLockTtlSeconds": 30},
+            "sentry": {"dsn": "x", "traceSSEConnections": True, "captureStorageErrors": False},
             "trustedServices": [{"name": "svc", "key": "k", "scope": ["*"]}],
         }
     )
-    assert s.unused_keys == ["sentry", "workers", "storageLifecycle"]
+    assert s.unused_keys == [
+        "workers",
+        "storageLifecycle.rehydrateReplayEvents",
+        "storageLifecycle.storageLockTtlSeconds",
+        "sentry.captureStorageErrors",
+        "sentry.traceSSEConnections",
+    ]
+    # The wired sections are no longer reported.
+    wired = resolve({"webhook": {}, "cleanup": {"rules": []}, "storageLifecycle": {}, "sentry": {}})
+    assert wired.unused_keys == []
+
+
+def test_wired_sections_read_the_originals_keys() -> None:
+    s = resolve(
+        {
+            "storageLifecycle": {
+                "hotRetentionEnabled": False,
+                "hotRetentionTerminalSeconds": 10,
+                "hotRetentionIdleSeconds": 20,
+                "ttlSweepIntervalSeconds": 5,
+                "ttlSweepBatchSize": 100,
+            },
+            "webhook": {
+                "defaultRetry": {"retries": 5, "backoff": "linear", "initialDelayMs": 10},
+                "global": [{"url": "https://hooks.example/x", "secret": "s", "wrap": False}],
+                "allowPrivate": True,
+                "pollSeconds": 0.1,
+                "leaseSeconds": 5,
+                "maxInFlight": 4,
+                "retentionSeconds": 0,
+            },
+            "cleanup": {"rules": [{"trigger": {"afterMs": 0}}], "intervalSeconds": 0.5},
+            "metrics": True,
+        }
+    )
+    assert s.storage_lifecycle.hot_retention_terminal_seconds == 10
+    retry = s.webhook.default_retry.policy()
+    assert (retry.retries, retry.backoff, retry.initial_delay_ms) == (5, "linear", 10)
+    assert retry.max_delay_ms == 30_000  # unset keys keep the defaults
+    assert s.webhook.global_hooks[0]["url"] == "https://hooks.example/x"
+    assert (s.webhook.poll_seconds, s.webhook.lease_seconds) == (0.1, 5)
+    assert (s.webhook.max_in_flight, s.webhook.retention_seconds) == (4, 0)
+    assert s.cleanup.interval_seconds == 0.5 and len(s.cleanup.rules) == 1
+    assert s.metrics is True
+    assert TaskcastSettings.from_json(s.to_json()) == s
+    shown = s.redacted()
+    assert shown["webhook"]["global"][0]["secret"] == "***"
+    assert "storageLifecycle" in shown and shown["cleanup"]["intervalSeconds"] == 0.5
 
 
 def test_settings_round_trip_as_json() -> None:
@@ -245,6 +305,29 @@ def test_settings_round_trip_as_json() -> None:
         ({"trustedServices": [{"name": "a"}]}, "trustedServices[0].key: this key is required"),
         ({"trustedServices": [{"name": "a", "key": "k", "taskIds": "some"}]},
          'trustedServices[0].taskIds: expected a list, got "some"'),
+        ({"webhook": {"defaultRetry": {"retries": -1}}}, "webhook.defaultRetry.retries: "
+         "invalid webhook retry.retries: must be an integer in [0, 20], got -1"),
+        ({"webhook": {"defaultRetry": {"backoff": "random"}}}, "webhook.defaultRetry.backoff: "
+         'expected fixed, linear or exponential, got "random"'),
+        ({"webhook": {"global": [{"url": "https://a.example"}, {"url": "ftp://x"}]}},
+         "webhook.global[1]: invalid webhook url (http or https with a host): ftp://x"),
+        ({"webhook": {"leaseSeconds": 1}},
+         "webhook.leaseSeconds: expected a number greater than or equal to 2, got 1"),
+        ({"webhook": {"global": "x"}}, 'webhook.global: expected a list, got "x"'),
+        ({"cleanup": {"rules": [{"target": "nope"}]}},
+         "cleanup.rules[0]: target must be all, task or events, not 'nope'"),
+        ({"cleanup": {"rules": [{"match": "x"}]}},
+         "cleanup.rules[0]: not a cleanup rule ('str' object has no attribute 'get')"),
+        ({"cleanup": {"intervalSeconds": 0}},
+         "cleanup.intervalSeconds: expected a number greater than 0, got 0"),
+        ({"storageLifecycle": {"ttlSweepIntervalSeconds": 0}},
+         "storageLifecycle.ttlSweepIntervalSeconds: expected a number greater than 0, got 0"),
+        ({"storageLifecycle": {"hotRetentionIdleSeconds": -1}},
+         "storageLifecycle.hotRetentionIdleSeconds: expected a number greater than or equal "
+         "to 0, got -1"),
+        ({"sentry": {"tracesSampleRate": 2}},
+         "sentry.tracesSampleRate: expected a number less than or equal to 1, got 2"),
+        ({"sentry": {"bogus": 1}}, "sentry.bogus: unknown key"),
         ({"storage": "redis"}, "storage: storage redis needs a Redis URL "
          "(TASKCAST_REDIS_URL or adapters.shortTermStore.url)"),
         ({"adapters": {"broadcast": {"provider": "redis"}}}, "adapters.broadcast.provider: "

@@ -68,8 +68,38 @@ def test_collapse_runs_keeps_index_order() -> None:
     out = collapse(events)
     assert [e.index for e in out] == [0, 2, 3, 4]
     assert out[1].data == {"delta": "ab"} and out[1].series_snapshot
-    assert out[3].data == {"delta": "abc"} and out[3].series_snapshot
+    # Later runs are merged deltas, not snapshots: replay size stays linear.
+    assert out[3].data == {"delta": "c"} and out[3].series_snapshot is None
     assert out[2].series_snapshot is None
+
+
+def test_collapse_merges_later_runs_and_snapshots_resets() -> None:
+    acc = {"series_id": "s", "series_mode": "accumulate"}
+    events = [
+        ev(0, {"delta": "a"}, **acc),
+        ev(1, "x"),
+        ev(2, {"delta": "b", "k": 1}, **acc),
+        ev(3, {"delta": "c", "k": 2}, **acc),
+        ev(4, "y"),
+        ev(5, "reset", **acc),
+        ev(6, {"delta": "d"}, **acc),
+        ev(7, "z"),
+    ]
+    out = collapse(events)
+    assert [(e.index, e.data, e.series_snapshot) for e in out] == [
+        (0, {"delta": "a"}, True),
+        (1, "x", None),
+        (3, {"delta": "bc", "k": 2}, None),
+        (4, "y", None),
+        (6, {"delta": "d"}, True),
+        (7, "z", None),
+    ]
+    # Replaying the collapsed stream rebuilds exactly the stored series text.
+    text = ""
+    for e in out:
+        if e.series_id == "s":
+            text = e.data["delta"] if e.series_snapshot else text + e.data["delta"]
+    assert text == "d"
 
 
 def test_collapse_interleaved_series() -> None:
@@ -78,10 +108,10 @@ def test_collapse_interleaved_series() -> None:
     out = collapse(
         [ev(0, {"delta": "1"}, **a), ev(1, {"delta": "x"}, **b), ev(2, {"delta": "2"}, **a)]
     )
-    assert [(e.index, e.data) for e in out] == [
-        (0, {"delta": "1"}),
-        (1, {"delta": "x"}),
-        (2, {"delta": "12"}),
+    assert [(e.index, e.data, e.series_snapshot) for e in out] == [
+        (0, {"delta": "1"}, True),
+        (1, {"delta": "x"}, True),
+        (2, {"delta": "2"}, None),
     ]
     collapser = Collapser()
     assert list(collapser.flush()) == []
@@ -126,3 +156,13 @@ def test_event_dict_round_trip() -> None:
     plain = ev(1)
     assert "seriesId" not in plain.to_dict() and plain.to_dict()["data"] is None
     assert not plain.has_accumulated
+
+
+def test_collapse_keep_after_starts_each_series_with_a_snapshot() -> None:
+    acc = {"series_id": "s", "series_mode": "accumulate"}
+    collapser = Collapser(keep_after=2)
+    events = [ev(0, {"delta": "a"}, **acc), ev(1, "x"), ev(2, {"delta": "b"}, **acc),
+              ev(3, {"delta": "c"}, **acc), ev(4, "y"), ev(5, {"delta": "d"}, **acc)]  # fmt: skip
+    out = [e for item in events for e in collapser.feed(item)] + list(collapser.flush())
+    kept = [(e.index, e.data, e.series_snapshot) for e in out if e.index > 2]
+    assert kept == [(3, {"delta": "abc"}, True), (4, "y", None), (5, {"delta": "d"}, None)]

@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 
 from taskcast.core import (
     BroadcastProvider,
+    CleanupRule,
     ConfigError,
     EngineLimits,
+    LifecycleConfig,
     LongTermStore,
     MemoryShortTermStore,
+    SchedulerConfig,
     ShortTermStore,
     TaskcastHooks,
     TaskEngine,
@@ -30,7 +33,7 @@ from ._settings import TaskcastSettings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from taskcast.server import Authenticator, JWTConfig
+    from taskcast.server import Authenticator, JWTConfig, WebhookSettings
 
 __all__ = ["Built", "build", "build_engine", "check_db_path", "describe_storage"]
 
@@ -133,21 +136,77 @@ def _hooks(settings: TaskcastSettings) -> list[TaskcastHooks]:
             hooks.append(item)
     elif extra is not None:
         raise SettingsError(f"hooks: expected TaskcastHooks instances, got {type(extra).__name__}")
-    if settings.sentry_dsn:
-        hooks.extend(_sentry_hooks(settings.sentry_dsn))
+    dsn = settings.sentry_dsn_in_use
+    if dsn:
+        hooks.extend(_sentry_hooks(settings, dsn))
     return hooks
 
 
-def _sentry_hooks(dsn: str) -> list[TaskcastHooks]:
+def _sentry_hooks(settings: TaskcastSettings, dsn: str) -> list[TaskcastHooks]:
     try:
-        from taskcast.sentry import setup_sentry
+        from taskcast.sentry import SentryOptions, setup_sentry
     except ImportError:  # pragma: no cover - taskcast-sentry is installed in the workspace
         logger.warning(
             "SENTRY_DSN is set but taskcast-sentry is not installed "
             "(pip install 'taskcast-cli[sentry]'); Sentry is off"
         )
         return []
-    return [setup_sentry(dsn)]
+    sentry = settings.sentry
+    options = SentryOptions(
+        capture_task_failures=sentry.capture_task_failures,
+        capture_task_timeouts=sentry.capture_task_timeouts,
+        capture_webhook_failures=sentry.capture_webhook_failures,
+        capture_unhandled_errors=sentry.capture_unhandled_errors,
+        capture_dropped_events=sentry.capture_dropped_events,
+        include_params=sentry.include_params,
+        breadcrumbs=sentry.breadcrumbs,
+    )
+    return [
+        setup_sentry(
+            dsn,
+            options=options,
+            environment=sentry.environment,
+            release=sentry.release,
+            traces_sample_rate=sentry.traces_sample_rate,
+        )
+    ]
+
+
+def _lifecycle(settings: TaskcastSettings) -> LifecycleConfig:
+    lc = settings.storage_lifecycle
+    return LifecycleConfig(
+        enabled=lc.hot_retention_enabled,
+        terminal_release_after_seconds=lc.hot_retention_terminal_seconds,
+        idle_release_after_seconds=lc.hot_retention_idle_seconds,
+        sweep_interval_seconds=lc.ttl_sweep_interval_seconds,
+        batch_size=lc.ttl_sweep_batch_size,
+    )
+
+
+def _scheduler(settings: TaskcastSettings) -> SchedulerConfig:
+    cleanup = settings.cleanup
+    return SchedulerConfig(
+        cleanup_rules=tuple(CleanupRule.from_dict(rule) for rule in cleanup.rules),
+        cleanup_interval_seconds=cleanup.interval_seconds,
+    )
+
+
+def _webhooks(settings: TaskcastSettings) -> WebhookSettings:
+    from taskcast.server import WebhookSettings
+
+    hooks = settings.webhook
+    try:
+        return WebhookSettings(
+            global_hooks=hooks.global_hooks,
+            allow_private=hooks.allow_private,
+            default_retry=hooks.default_retry.policy(),
+            poll_seconds=hooks.poll_seconds,
+            lease_seconds=hooks.lease_seconds,
+            max_in_flight=hooks.max_in_flight,
+            retention_seconds=hooks.retention_seconds,
+        )
+    except ConfigError as exc:  # pragma: no cover - the settings model checks the same
+        raise SettingsError(f"invalid webhook settings: {exc.message}") from None
 
 
 def build_engine(settings: TaskcastSettings) -> TaskEngine:
@@ -160,6 +219,8 @@ def build_engine(settings: TaskcastSettings) -> TaskEngine:
         hooks=_hooks(settings),
         limits=EngineLimits(max_batch=settings.limits.max_batch),
         queue_limit=settings.limits.queue_limit,
+        scheduler=_scheduler(settings),
+        lifecycle=_lifecycle(settings),
     )
 
 
@@ -177,6 +238,7 @@ def build(settings: TaskcastSettings) -> Built:
         max_batch=settings.limits.max_batch,
         cors_origins=tuple(settings.cors) or None,
         queue_limit=settings.limits.queue_limit,
+        metrics=settings.metrics,
     )
     jwt = _jwt_config(settings)
     try:
@@ -190,7 +252,9 @@ def build(settings: TaskcastSettings) -> Built:
         # The server checks what it can use (key sizes, algorithms, a loadable function);
         # its message names the problem, this prefix the section.
         raise SettingsError(f"invalid auth settings: {exc.message}") from None
-    app = create_app(engine, config=config, authenticator=authenticator)
+    app = create_app(
+        engine, config=config, authenticator=authenticator, webhooks=_webhooks(settings)
+    )
     # POST /admin/token: answers 404 unless adminApi is on (as the original).
     app.include_router(admin_router(admin))
     return Built(app=app, engine=engine)

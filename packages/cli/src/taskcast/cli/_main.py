@@ -109,6 +109,7 @@ _FLAG_PATHS: dict[str, tuple[str, str]] = {
     "queue_limit": ("limits.queue_limit", "--queue-limit"),
     "workers": ("processes", "--workers"),
     "auth_mode": ("auth.mode", "--auth-mode"),
+    "metrics": ("metrics", "--metrics"),
 }
 
 
@@ -268,6 +269,13 @@ def start(
     auth_mode: Annotated[
         str | None,
         typer.Option("--auth-mode", metavar="MODE", help="none, jwt or custom.  [default: none]"),
+    ] = None,
+    metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--metrics/--no-metrics",
+            help="Serve Prometheus metrics at GET /metrics.  [default: off]",
+        ),
     ] = None,
     print_config: Annotated[
         bool,

@@ -142,6 +142,16 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_POSTGRES_SCHEMA": ("postgres", "schema_name"),
     "TASKCAST_AUTO_MIGRATE": ("postgres", "auto_migrate"),
     "TASKCAST_ADMIN_TOKEN": ("admin_token",),
+    "TASKCAST_HOT_RETENTION_ENABLED": ("storage_lifecycle", "hot_retention_enabled"),
+    "TASKCAST_HOT_RETENTION_TERMINAL_SECONDS": (
+        "storage_lifecycle",
+        "hot_retention_terminal_seconds",
+    ),
+    "TASKCAST_HOT_RETENTION_IDLE_SECONDS": ("storage_lifecycle", "hot_retention_idle_seconds"),
+    "TASKCAST_TTL_SWEEP_INTERVAL_SECONDS": ("storage_lifecycle", "ttl_sweep_interval_seconds"),
+    "TASKCAST_TTL_SWEEP_BATCH_SIZE": ("storage_lifecycle", "ttl_sweep_batch_size"),
+    "TASKCAST_WEBHOOK_ALLOW_PRIVATE": ("webhook", "allow_private"),
+    "TASKCAST_METRICS": ("metrics",),
     "SENTRY_DSN": ("sentry_dsn",),
 }
 """Environment variable → settings path. Empty values count as unset."""
@@ -248,6 +258,9 @@ def describe_error(error: Mapping[str, Any]) -> str:
     msg = msg[:1].lower() + msg[1:]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         msg = "expected a number " + msg.removeprefix("input should be ")
+    if isinstance(value, Mapping):
+        # A check of a whole entry (a webhook, a cleanup rule): its message says what is wrong.
+        return msg
     return f"{msg}, got {_quote(value)}"
 
 

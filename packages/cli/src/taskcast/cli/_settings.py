@@ -14,28 +14,37 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from taskcast.core import CleanupRule, InvalidInputError, WebhookConfig, WebhookRetry
+
 __all__ = [
     "AdapterSettings",
     "AdaptersSettings",
     "AuthSettings",
+    "CleanupSettings",
     "JwtSettings",
     "Layer",
     "LimitsSettings",
     "PostgresSettings",
     "RedisSettings",
+    "SentrySettings",
+    "StorageLifecycleSettings",
     "StorageMode",
     "TaskcastSettings",
     "TrustedServiceSettings",
+    "WebhookRetrySettings",
+    "WebhookSettingsSection",
 ]
 
 StorageMode = Literal["memory", "sqlite", "redis"]
@@ -161,6 +170,131 @@ class PostgresSettings(_Section):
     """Apply pending migrations at startup."""
 
 
+class StorageLifecycleSettings(_Section):
+    """``storageLifecycle``: when tasks leave the hot store for the long-term store.
+
+    Only active with a long-term store (PostgreSQL) and a hot store that can release tasks
+    (Redis). Names are the original's; the defaults are :class:`taskcast.core.LifecycleConfig`'s.
+    """
+
+    hot_retention_enabled: bool = True
+    """Run the release worker (the original's default is off)."""
+    hot_retention_terminal_seconds: float = Field(3600.0, ge=0)
+    """Release a finished task this long after it finished (0: never)."""
+    hot_retention_idle_seconds: float = Field(86400.0, ge=0)
+    """Release an unfinished task this long after its last activity (0: never)."""
+    ttl_sweep_interval_seconds: float = Field(60.0, gt=0)
+    """Seconds between sweeps."""
+    ttl_sweep_batch_size: int = Field(500, gt=0)
+    """Most tasks released by one sweep."""
+    # The original's tuning knobs with no counterpart here: accepted so its files load,
+    # reported at startup (see TaskcastSettings.unused_keys).
+    rehydrate_replay_events: int | None = None
+    storage_lock_ttl_seconds: float | None = None
+
+
+def _webhook_hook(value: dict[str, Any]) -> dict[str, Any]:
+    # Checked here so a bad entry is reported with its file and key, like any other value.
+    try:
+        WebhookConfig.from_dict(value)
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class WebhookRetrySettings(_Section):
+    """``webhook.defaultRetry``: laid over :class:`taskcast.core.WebhookRetry`'s defaults."""
+
+    retries: int | None = None
+    backoff: Literal["fixed", "linear", "exponential"] | None = None
+    initial_delay_ms: int | None = None
+    max_delay_ms: int | None = None
+    timeout_ms: int | None = None
+    jitter: float | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        # Each key is checked on its own (the policy has no rule spanning keys), so an
+        # error names the key at fault.
+        if value is not None:
+            assert info.field_name is not None
+            key = cls.model_fields[info.field_name].alias or info.field_name
+            try:
+                WebhookRetry().merged({key: value})
+            except InvalidInputError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def policy(self) -> WebhookRetry:
+        """The retry policy these keys describe."""
+        given = self.model_dump(by_alias=True, exclude_none=True)
+        return WebhookRetry().merged(given)
+
+
+class WebhookSettingsSection(_Section):
+    """``webhook``: how the server delivers webhooks (:class:`taskcast.server.WebhookSettings`)."""
+
+    default_retry: WebhookRetrySettings = WebhookRetrySettings()
+    global_hooks: list[Annotated[dict[str, Any], AfterValidator(_webhook_hook)]] = Field(
+        default_factory=list, alias="global"
+    )
+    """Webhooks receiving the matching events of every task: ``{url, filter?, secret?,
+    wrap?, retry?}`` (the per-task webhook shape)."""
+    allow_private: bool = False
+    """Allow targets on private, loopback and link-local addresses (refused by default)."""
+    poll_seconds: float = Field(0.5, gt=0)
+    lease_seconds: float = Field(60.0, ge=2)
+    max_in_flight: int = Field(32, ge=1)
+    retention_seconds: float = Field(7 * 24 * 3600.0, ge=0)
+
+
+def _cleanup_rule(value: dict[str, Any]) -> dict[str, Any]:
+    if value.get("target", "all") not in ("all", "task", "events"):
+        raise ValueError(f"target must be all, task or events, not {value.get('target')!r}")
+    try:
+        CleanupRule.from_dict(value)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a cleanup rule ({exc})") from None
+    return value
+
+
+class CleanupSettings(_Section):
+    """``cleanup``: rules deleting finished tasks (or their events) after a while."""
+
+    rules: list[Annotated[dict[str, Any], AfterValidator(_cleanup_rule)]] = Field(
+        default_factory=list
+    )
+    """``{name?, match?: {taskTypes?, status?}, trigger?: {afterMs?}, target?: all | task |
+    events, eventFilter?: {types?, levels?, seriesMode?, olderThanMs?}}`` (the original's)."""
+    interval_seconds: float = Field(30.0, gt=0)
+    """Seconds between cleanup passes."""
+
+
+class SentrySettings(_Section):
+    """``sentry``: report to Sentry (needs ``taskcast-sentry``); the DSN may also come from
+    ``SENTRY_DSN`` / ``sentryDsn``."""
+
+    enabled: bool = True
+    """Off: no Sentry even with a DSN."""
+    dsn: str | None = None
+    environment: str | None = None
+    release: str | None = None
+    traces_sample_rate: float | None = Field(None, ge=0, le=1)
+    capture_task_failures: bool = True
+    capture_task_timeouts: bool = True
+    capture_webhook_failures: bool = True
+    capture_unhandled_errors: bool = True
+    capture_dropped_events: bool = True
+    include_params: bool = False
+    breadcrumbs: bool = True
+    # Options of the original that did nothing there either; accepted so its files load.
+    capture_storage_errors: bool | None = None
+    capture_broadcast_errors: bool | None = None
+    trace_sse_connections: bool | None = Field(None, alias="traceSSEConnections")
+    trace_event_publish: bool | None = None
+
+
 class TaskcastSettings(BaseSettings):
     """Everything ``taskcast start`` needs, after flags, environment and file are merged.
 
@@ -206,18 +340,21 @@ class TaskcastSettings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     postgres: PostgresSettings = PostgresSettings()
     sentry_dsn: str | None = None
-    """Send task failures and errors to Sentry (needs ``taskcast-sentry``)."""
+    """Send task failures and errors to Sentry (needs ``taskcast-sentry``); overrides
+    ``sentry.dsn``."""
+    sentry: SentrySettings = SentrySettings()
+    webhook: WebhookSettingsSection = WebhookSettingsSection()
+    cleanup: CleanupSettings = CleanupSettings()
+    storage_lifecycle: StorageLifecycleSettings = StorageLifecycleSettings()
+    metrics: bool = False
+    """Serve Prometheus metrics at ``GET /metrics``."""
     admin_api: bool = False
     admin_token: str | None = None
     trusted_services: list[TrustedServiceSettings] = Field(default_factory=list)
     """Service keys accepted in ``X-Taskcast-Service-Key`` before the auth mode applies."""
-    # Keys of the original's configuration that this server does not use (yet); accepted so
-    # an existing file loads, and reported once at startup.
-    sentry: dict[str, Any] | None = None
-    webhook: dict[str, Any] | None = None
-    cleanup: dict[str, Any] | None = None
+    # The original's worker section: worker routes are not provided (architecture §7); the
+    # key is accepted so an existing file loads, and reported once at startup.
     workers: dict[str, Any] | None = None
-    storage_lifecycle: dict[str, Any] | None = None
     config_file: Path | None = None
     """The file the settings were read from (informational)."""
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
@@ -263,14 +400,22 @@ class TaskcastSettings(BaseSettings):
     @property
     def unused_keys(self) -> list[str]:
         """Keys of the original's configuration that were given but have no effect here."""
-        names = {
-            "sentry": "sentry",
-            "webhook": "webhook",
-            "cleanup": "cleanup",
-            "workers": "workers",
-            "storage_lifecycle": "storageLifecycle",
-        }
-        return [alias for name, alias in names.items() if getattr(self, name) is not None]
+        unused = ["workers"] if self.workers is not None else []
+        for section, alias, names in _NO_EFFECT:
+            model: BaseModel = getattr(self, section)
+            for name in names:
+                if getattr(model, name) is not None:
+                    field_alias = type(model).model_fields[name].alias
+                    unused.append(f"{alias}.{field_alias or name}")
+        return unused
+
+    @property
+    def sentry_dsn_in_use(self) -> str | None:
+        """The DSN Sentry reports to (``sentryDsn``/``SENTRY_DSN`` over ``sentry.dsn``), or
+        None when Sentry is off."""
+        if not self.sentry.enabled:
+            return None
+        return self.sentry_dsn or self.sentry.dsn
 
     @property
     def long_term_url(self) -> str | None:
@@ -299,7 +444,24 @@ class TaskcastSettings(BaseSettings):
                 role["url"] = _redact_url(role["url"])
         if data.get("sentryDsn"):
             data["sentryDsn"] = _redact_url(data["sentryDsn"])
+        if data["sentry"].get("dsn"):
+            data["sentry"]["dsn"] = _redact_url(data["sentry"]["dsn"])
+        for hook in data["webhook"]["global"]:
+            if hook.get("secret"):
+                hook["secret"] = "***"
         return dict(data)
+
+
+# Keys of the original's sections that this server accepts but has no use for.
+_NO_EFFECT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("storage_lifecycle", "storageLifecycle", (
+        "rehydrate_replay_events", "storage_lock_ttl_seconds",
+    )),
+    ("sentry", "sentry", (
+        "capture_storage_errors", "capture_broadcast_errors", "trace_sse_connections",
+        "trace_event_publish",
+    )),
+)  # fmt: skip
 
 
 def _redact_url(url: str) -> str:

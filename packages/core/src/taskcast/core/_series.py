@@ -107,45 +107,101 @@ def plan_commit(
     return plan
 
 
-class Collapser:
-    """Collapses runs of consecutive ``accumulate`` deltas into snapshots.
+def _concatenates(previous: Any, delta: TaskEvent) -> bool:
+    """Whether ``accumulate`` appends ``delta`` to ``previous`` (rather than resetting)."""
+    field_name = delta.series_acc_field or DEFAULT_ACC_FIELD
+    return (
+        isinstance(previous, dict)
+        and isinstance(delta.data, dict)
+        and isinstance(previous.get(field_name), str)
+        and isinstance(delta.data.get(field_name), str)
+    )
 
-    The original collapses a whole series to one snapshot at its first position, which moves
-    later indexes ahead of earlier ones and breaks ``Last-Event-ID`` resume. Collapsing only
-    consecutive runs keeps index order: each snapshot carries the full accumulated value up
-    to the last delta of its run, with that delta's id, so a client that resumes after any
-    event it received misses and duplicates nothing.
+
+class _Run:
+    """Consecutive deltas of one accumulate series, waiting to be sent as one event."""
+
+    __slots__ = ("appends_only", "count", "last", "pieces", "series_id")
+
+    def __init__(self, series_id: str) -> None:
+        self.series_id = series_id
+        self.last: TaskEvent | None = None
+        self.pieces: list[str] = []
+        self.count = 0
+        self.appends_only = True
+
+
+class Collapser:
+    """Collapses runs of consecutive ``accumulate`` deltas for a late-joining subscriber.
+
+    The original collapses a whole series into one snapshot at its first position, which
+    moves later indexes ahead of earlier ones and breaks ``Last-Event-ID`` resume. Here each
+    run of consecutive deltas of one series becomes a single event carrying the id of the
+    run's last delta, so events stay in index order and a client that resumes after any
+    event it received misses and duplicates nothing:
+
+    * the first run of a series is a snapshot (``seriesSnapshot: true``) holding the full
+      accumulated value so far;
+    * later runs are one merged delta (their pieces concatenated), so history that
+      interleaves a series with other events replays in linear, not quadratic, size;
+    * a run in which the series was reset (a non-string delta) is sent as a snapshot.
+
+    A caller that reads from the start but keeps only events after a cursor passes it as
+    ``keep_after``: the first kept run of each series is then a snapshot too.
     """
 
-    __slots__ = ("_pending", "_states")
+    __slots__ = ("_keep_after", "_run", "_sent", "_states")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_after: int = -1) -> None:
+        self._keep_after = keep_after
         self._states: dict[str, Any] = {}
-        self._pending: TaskEvent | None = None
+        self._sent: set[str] = set()
+        self._run: _Run | None = None
 
     def feed(self, event: TaskEvent) -> Iterator[TaskEvent]:
         """Take the next stored event; yield whatever is now ready to send."""
         if event.series_mode == "accumulate" and event.series_id is not None:
             sid = event.series_id
             prev = self._states.get(sid)
-            prev_event = None if prev is None else event.copy(data=prev)
-            acc = accumulate(prev_event, event)
-            self._states[sid] = acc
-            pending = self._pending
-            if pending is not None and pending.series_id != sid:
-                self._pending = None
-                yield pending
-            self._pending = event.copy(data=acc, series_snapshot=True)
+            appends = _concatenates(prev, event)
+            self._states[sid] = accumulate(None if prev is None else event.copy(data=prev), event)
+            run = self._run
+            if run is not None and run.series_id != sid:
+                yield self._emit(run)
+                run = None
+            if run is None:
+                run = self._run = _Run(sid)
+            run.last = event
+            run.count += 1
+            if appends:
+                run.pieces.append(event.data[event.series_acc_field or DEFAULT_ACC_FIELD])
+            else:
+                run.appends_only = False
             return
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            yield pending
+        if self._run is not None:
+            run, self._run = self._run, None
+            yield self._emit(run)
         yield event
 
     def flush(self) -> Iterator[TaskEvent]:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            yield pending
+        if self._run is not None:
+            run, self._run = self._run, None
+            yield self._emit(run)
+
+    def _emit(self, run: _Run) -> TaskEvent:
+        last = run.last
+        assert last is not None
+        sid = run.series_id
+        first = sid not in self._sent
+        if last.index > self._keep_after:
+            self._sent.add(sid)
+        if first or not run.appends_only:
+            return last.copy(data=self._states[sid], series_snapshot=True)
+        if run.count == 1:
+            return last
+        merged = dict(last.data)
+        merged[last.series_acc_field or DEFAULT_ACC_FIELD] = "".join(run.pieces)
+        return last.copy(data=merged)
 
 
 def collapse(events: Iterable[TaskEvent]) -> list[TaskEvent]:

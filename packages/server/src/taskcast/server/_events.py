@@ -203,7 +203,7 @@ async def _stored(
     """Stored events in index order, page by page, optionally collapsed into snapshots."""
     # Accumulated snapshots need each series from its start, so that mode reads from index 0
     # (the caller drops what lies before the cursor).
-    collapser = Collapser() if collapsed else None
+    collapser = Collapser(keep_after=after) if collapsed else None
     cursor = -1 if collapsed else after
     while True:
         page = await engine.get_events(
