@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,7 +32,6 @@ REDIS_URL = os.environ.get("TASKCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 POSTGRES_URL = os.environ.get(
     "TASKCAST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-HERE = Path(__file__).parent
 
 
 def _unavailable(reason: str) -> None:
@@ -503,28 +501,6 @@ async def test_postgres_cut_and_restored_while_publishing(
 # -- hot/cold lifecycle ----------------------------------------------------------------------
 
 
-class LifecycleServer(Server):
-    """`lifecycle_server.py`: the same app with short hot-retention times."""
-
-    def start(self, timeout: float = 20.0) -> Server:
-        env = {**os.environ, **self.env}
-        cmd = [sys.executable, str(HERE / "lifecycle_server.py"), str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {out}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("server did not become healthy")
-
-
 async def wait_released(redis_url: str, prefix: str, task_id: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
@@ -559,11 +535,12 @@ async def test_released_tasks_replay_identically_and_come_back(
     env = {
         **redis_env(redis_url, prefix),
         **postgres_env(postgres_url, schema),
-        "TEST_TERMINAL_RELEASE_SECONDS": "1",
-        "TEST_IDLE_RELEASE_SECONDS": "1",
-        "TEST_SWEEP_SECONDS": "0.3",
+        # `taskcast start`'s storageLifecycle settings, with short times.
+        "TASKCAST_HOT_RETENTION_TERMINAL_SECONDS": "1",
+        "TASKCAST_HOT_RETENTION_IDLE_SECONDS": "1",
+        "TASKCAST_TTL_SWEEP_INTERVAL_SECONDS": "0.3",
     }
-    a, b = (LifecycleServer([], env=env) for _ in range(2))
+    a, b = (Server(["--storage", "redis", "--heartbeat-seconds", "1"], env=env) for _ in range(2))
     servers.extend((a, b))
     a.start()
     b.start()
