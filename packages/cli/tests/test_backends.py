@@ -36,13 +36,13 @@ def test_workers_on_redis_share_events_and_stop_gracefully(
         ["--storage", "redis", "--redis-url", REDIS_URL, "--workers", "2", "--port", "0"],
         cwd=tmp_path,
         env=env,
-        timeout=30,
+        timeout=60,
     )
     assert "storage: redis at redis://" in server.lines[-1]
     assert "2 processes" in server.lines[-1]
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
         # The workers may still be loading: wait until one answers.
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if client.get("/health").status_code == 200:
@@ -54,7 +54,7 @@ def test_workers_on_redis_share_events_and_stop_gracefully(
         token_line = next(line for line in server.lines if "Admin token" in line)
         admin_token = token_line.rsplit(" ", 1)[1].strip()
         for _ in range(4):
-            with httpx.Client(base_url=server.url, timeout=10) as other:
+            with httpx.Client(base_url=server.url, timeout=30) as other:
                 exchange = other.post("/admin/token", json={"adminToken": admin_token})
                 assert exchange.status_code == 200
         task = client.post("/tasks", json={"type": "multi"}).json()
@@ -68,7 +68,7 @@ def test_workers_on_redis_share_events_and_stop_gracefully(
             # Each publish on a new connection: the kernel spreads them over both processes,
             # and the subscriber sees every one whichever process took it.
             for n in range(10):
-                with httpx.Client(base_url=server.url, timeout=10) as other:
+                with httpx.Client(base_url=server.url, timeout=30) as other:
                     other.post(f"/tasks/{task_id}/events", json={"type": "n", "data": {"n": n}})
             while b'"n":9' not in body:
                 body += next(chunks)
