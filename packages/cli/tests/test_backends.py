@@ -75,7 +75,7 @@ def test_workers_on_redis_share_events_and_stop_gracefully(
             server.proc.send_signal(signal.SIGTERM)
             for chunk in chunks:
                 body += chunk
-    code, err = server.stop()
+    code, err = server.stop(timeout=60)
     assert code == 0, err
     positions = [body.index(f'"n":{n}'.encode()) for n in range(10)]
     assert positions == sorted(positions)
