@@ -168,3 +168,23 @@ async def test_readiness_reports_redis(
     assert r.json()["dependencies"]["shortTermStore"] == {"state": "healthy"}
     detail = (await a.get("/health/detail")).json()
     assert detail["adapters"]["shortTermStore"]["provider"] == "redis"
+
+
+async def test_global_stream_on_b_sees_tasks_published_on_a(
+    instances: tuple[httpx.AsyncClient, httpx.AsyncClient], open_sse: Any
+) -> None:
+    a, b = instances
+    async with open_sse(b, "/events?types=cross.*") as s:
+        # The global stream has no replay: wait for its first heartbeat so it is live.
+        while (frame := await s.next()) is not None and frame.comment is None:
+            pass
+        tid = (await a.post("/tasks", json={})).json()["id"]
+        await a.patch(f"/tasks/{tid}/status", json={"status": "running"})
+        await a.post(f"/tasks/{tid}/events", json=[{"type": "cross.a"}, {"type": "other"}])
+        await a.post(f"/tasks/{tid}/events", json={"type": "cross.b", "data": 2})
+        frames = await s.events_until(lambda f: f.data["type"] == "cross.b")
+    assert [(f.data["taskId"], f.data["type"]) for f in frames] == [
+        (tid, "cross.a"),
+        (tid, "cross.b"),
+    ]
+    assert [f.data["filteredIndex"] for f in frames] == [0, 1]
