@@ -12,6 +12,7 @@ from taskcast.core import (
     InvalidTransitionError,
     MemoryLongTermStore,
     MemoryShortTermStore,
+    SchedulerConfig,
     TaskcastHooks,
     TaskConflictError,
     TaskEngine,
@@ -209,3 +210,38 @@ async def test_archive_failure_reports_dropped_events() -> None:
         task = await engine.create_task()
         await engine.publish_event(task.id, EventInput(type="x"))
     assert dropped and all("rejected by the archive" in r for r in dropped)
+
+
+async def test_archive_is_reconciled_from_the_hot_store_on_start() -> None:
+    short, long = MemoryShortTermStore(), MemoryLongTermStore()
+    # A process that died before its archive writes landed: only the hot store has the data.
+    async with TaskEngine(short_term=short) as first:
+        task = await first.create_task(TaskInput(id="lost"))
+        await first.transition_task(task.id, "running")
+        await first.publish_events(task.id, [EventInput(type="x", data=i) for i in range(3)])
+    async with TaskEngine(short_term=short, long_term=long) as second:
+        for _ in range(200):
+            if len(await long.get_events("lost", EventQuery())) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.index for e in await long.get_events("lost", EventQuery())] == [0, 1, 2, 3]
+        assert (await long.get_task("lost")) is not None
+        assert second.reconcile_archive_on_start
+
+
+async def test_failed_reconcile_is_reported_not_raised() -> None:
+    errors: list[str] = []
+
+    class Broken(MemoryShortTermStore):
+        async def list_tasks(self, query: Any) -> Any:
+            raise RuntimeError("hot store hiccup")
+
+    hooks = TaskcastHooks(on_unhandled_error=lambda exc, ctx: errors.append(ctx["operation"]))
+    engine = TaskEngine(short_term=Broken(), long_term=MemoryLongTermStore(), hooks=hooks,
+                        scheduler=SchedulerConfig(interval_seconds=0))  # fmt: skip
+    async with engine:
+        for _ in range(100):
+            if errors:
+                break
+            await asyncio.sleep(0.01)
+    assert errors == ["archive-reconcile"]

@@ -6,6 +6,7 @@ Every write goes through the short-term store's atomic commit, then the broadcas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ class TaskEngine:
         limits: EngineLimits | None = None,
         queue_limit: int = 10_000,
         scheduler: SchedulerConfig | None = None,
+        reconcile_archive_on_start: bool = True,
         lifecycle: LifecycleConfig | None = None,
     ) -> None:
         self.short_term = short_term
@@ -146,6 +148,8 @@ class TaskEngine:
         self.hub = Hub(self.broadcast, queue_limit=queue_limit)
         self._started = False
         self.scheduler_config = scheduler or SchedulerConfig()
+        self.reconcile_archive_on_start = reconcile_archive_on_start
+        self._reconcile: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self.lifecycle_config = lifecycle or LifecycleConfig()
         self._lifecycle: LifecycleWorker | None = None
@@ -172,6 +176,20 @@ class TaskEngine:
             if supports_release(self.short_term):
                 self._lifecycle = LifecycleWorker(self, self.lifecycle_config)
                 self._lifecycle.start()
+        if self.archive is not None and self.reconcile_archive_on_start:
+            # A crashed process loses archive writes still queued in memory; the hot store
+            # still holds them, so compare in the background and queue what is missing.
+            self._reconcile = asyncio.create_task(
+                self._reconcile_archive(), name="taskcast-reconcile"
+            )
+
+    async def _reconcile_archive(self) -> None:
+        assert self.archive is not None
+        try:
+            await self.archive.reconcile(self.short_term)
+        except Exception as exc:  # startup must not fail on it; the next start retries
+            logger.warning("archive reconcile failed: %s", exc)
+            await self.hooks.fire_unhandled(exc, {"operation": "archive-reconcile"})
 
     @property
     def scheduler(self) -> Scheduler:
@@ -183,6 +201,10 @@ class TaskEngine:
     async def stop(self) -> None:
         """End open streams, flush archive writes and close the stores."""
         self.hub.shutdown()
+        if self._reconcile is not None:
+            self._reconcile.cancel()
+            await asyncio.gather(self._reconcile, return_exceptions=True)
+            self._reconcile = None
         if self._scheduler is not None:
             await self._scheduler.stop()
         if self._lifecycle is not None:
