@@ -60,6 +60,7 @@ from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_
 from ._stream import StreamOptions, TaskStream
 from ._webhooks import (
     DeliveryStatus,
+    LeaseSettlingOutbox,
     MemoryWebhookOutbox,
     WebhookConfig,
     WebhookDelivery,
@@ -102,6 +103,7 @@ __all__ = [
     "Hub",
     "InvalidInputError",
     "InvalidTransitionError",
+    "LeaseSettlingOutbox",
     "Level",
     "LifecycleConfig",
     "LifecycleWorker",

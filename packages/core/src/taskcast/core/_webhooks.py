@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
@@ -22,6 +23,7 @@ from ._models import LEVELS
 
 __all__ = [
     "DeliveryStatus",
+    "LeaseSettlingOutbox",
     "MemoryWebhookOutbox",
     "WebhookConfig",
     "WebhookDelivery",
@@ -349,7 +351,81 @@ def new_lease() -> str:
     return secrets.token_hex(12)
 
 
-class MemoryWebhookOutbox:
+class LeaseSettlingOutbox(ABC):
+    """The settle operations of a :class:`WebhookOutbox`, written once.
+
+    An outbox provides ``_settle`` (apply ``changes`` to a delivery if ``lease`` still holds
+    it, clearing the lease); ``complete``, ``retry_at``, ``fail`` and ``release`` are the same
+    for every backend.
+    """
+
+    @abstractmethod
+    async def _settle(self, delivery_id: str, lease: str, now: int, **changes: Any) -> bool: ...
+
+    async def complete(
+        self, delivery_id: str, lease: str, *, now: int, attempts: int, response_status: int | None
+    ) -> bool:
+        return await self._settle(
+            delivery_id,
+            lease,
+            now,
+            status="delivered",
+            attempts=attempts,
+            last_attempt_at=now,
+            completed_at=now,
+            response_status=response_status,
+            last_error=None,
+        )
+
+    async def retry_at(
+        self,
+        delivery_id: str,
+        lease: str,
+        *,
+        now: int,
+        next_attempt_at: int,
+        attempts: int,
+        error: str,
+        response_status: int | None,
+    ) -> bool:
+        return await self._settle(
+            delivery_id,
+            lease,
+            now,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+            last_attempt_at=now,
+            last_error=error,
+            response_status=response_status,
+        )
+
+    async def fail(
+        self,
+        delivery_id: str,
+        lease: str,
+        *,
+        now: int,
+        attempts: int,
+        error: str,
+        response_status: int | None,
+    ) -> bool:
+        return await self._settle(
+            delivery_id,
+            lease,
+            now,
+            status="failed",
+            attempts=attempts,
+            last_attempt_at=now,
+            completed_at=now,
+            last_error=error,
+            response_status=response_status,
+        )
+
+    async def release(self, delivery_id: str, lease: str, *, now: int) -> bool:
+        return await self._settle(delivery_id, lease, now, next_attempt_at=now)
+
+
+class MemoryWebhookOutbox(LeaseSettlingOutbox):
     """:class:`~taskcast.core.WebhookOutbox` in this process's memory (not durable).
 
     For tests and the memory backend: deliveries are lost with the process.
@@ -389,72 +465,13 @@ class MemoryWebhookOutbox:
                 claimed.append(item)
             return claimed
 
-    async def _settle(self, delivery_id: str, token: str, **changes: Any) -> bool:
+    async def _settle(self, delivery_id: str, lease: str, now: int, **changes: Any) -> bool:
         async with self._lock:
             current = self._items.get(delivery_id)
-            if current is None or not token or current.lease != token:
+            if current is None or not lease or current.lease != lease:
                 return False
             self._items[delivery_id] = replace(current, lease="", **changes)
             return True
-
-    async def complete(
-        self, delivery_id: str, lease: str, *, now: int, attempts: int, response_status: int | None
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            status="delivered",
-            attempts=attempts,
-            last_attempt_at=now,
-            completed_at=now,
-            response_status=response_status,
-            last_error=None,
-        )
-
-    async def retry_at(
-        self,
-        delivery_id: str,
-        lease: str,
-        *,
-        now: int,
-        next_attempt_at: int,
-        attempts: int,
-        error: str,
-        response_status: int | None,
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
-            last_attempt_at=now,
-            last_error=error,
-            response_status=response_status,
-        )
-
-    async def release(self, delivery_id: str, lease: str, *, now: int) -> bool:
-        return await self._settle(delivery_id, lease, next_attempt_at=now)
-
-    async def fail(
-        self,
-        delivery_id: str,
-        lease: str,
-        *,
-        now: int,
-        attempts: int,
-        error: str,
-        response_status: int | None,
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            status="failed",
-            attempts=attempts,
-            last_attempt_at=now,
-            completed_at=now,
-            last_error=error,
-            response_status=response_status,
-        )
 
     async def list_for_task(self, task_id: str, limit: int) -> list[WebhookDelivery]:
         async with self._lock:

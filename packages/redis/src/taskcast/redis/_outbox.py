@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from taskcast.core import WebhookDelivery
+from taskcast.core import LeaseSettlingOutbox, WebhookDelivery
 
 from ._client import command_client
 from ._codec import dumps
@@ -35,7 +35,7 @@ __all__ = ["RedisWebhookOutbox"]
 _PURGE_BATCH: Final = 1000
 
 
-class RedisWebhookOutbox:
+class RedisWebhookOutbox(LeaseSettlingOutbox):
     """:class:`taskcast.core.WebhookOutbox` on Redis (durable as the Redis server is).
 
     Args:
@@ -103,7 +103,7 @@ class RedisWebhookOutbox:
             out.append(replace(item, lease=flat[i + 1].decode(), next_attempt_at=until))
         return out
 
-    async def _settle(self, delivery_id: str, lease: str, finished_at: int, **changes: Any) -> bool:
+    async def _settle(self, delivery_id: str, lease: str, now: int, **changes: Any) -> bool:
         if not lease:
             return False
         hash_key = self._hash_prefix + delivery_id
@@ -124,72 +124,10 @@ class RedisWebhookOutbox:
                     dumps(updated.to_dict()),
                     updated.status,
                     updated.next_attempt_at,
-                    finished_at,
+                    now,
                 ],
             )
         return bool(done)
-
-    async def complete(
-        self, delivery_id: str, lease: str, *, now: int, attempts: int, response_status: int | None
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            now,
-            status="delivered",
-            attempts=attempts,
-            last_attempt_at=now,
-            completed_at=now,
-            response_status=response_status,
-            last_error=None,
-        )
-
-    async def retry_at(
-        self,
-        delivery_id: str,
-        lease: str,
-        *,
-        now: int,
-        next_attempt_at: int,
-        attempts: int,
-        error: str,
-        response_status: int | None,
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            now,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
-            last_attempt_at=now,
-            last_error=error,
-            response_status=response_status,
-        )
-
-    async def fail(
-        self,
-        delivery_id: str,
-        lease: str,
-        *,
-        now: int,
-        attempts: int,
-        error: str,
-        response_status: int | None,
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            now,
-            status="failed",
-            attempts=attempts,
-            last_attempt_at=now,
-            completed_at=now,
-            last_error=error,
-            response_status=response_status,
-        )
-
-    async def release(self, delivery_id: str, lease: str, *, now: int) -> bool:
-        return await self._settle(delivery_id, lease, now, next_attempt_at=now)
 
     async def list_for_task(self, task_id: str, limit: int) -> list[WebhookDelivery]:
         with guard():

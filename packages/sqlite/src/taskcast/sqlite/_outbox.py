@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
-from taskcast.core import WebhookDelivery
+from taskcast.core import LeaseSettlingOutbox, WebhookDelivery
 
 if TYPE_CHECKING:
     from ._store import SQLiteStore
@@ -108,7 +108,7 @@ def _purge(conn: sqlite3.Connection, before: int) -> int:
     return cursor.rowcount
 
 
-class SQLiteWebhookOutbox:
+class SQLiteWebhookOutbox(LeaseSettlingOutbox):
     """:class:`taskcast.core.WebhookOutbox` in a :class:`SQLiteStore`'s file.
 
     Get one with ``store.webhook_outbox()``. The store's lifecycle is the engine's: this
@@ -134,69 +134,10 @@ class SQLiteWebhookOutbox:
     async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[WebhookDelivery]:
         return await self.store._write(lambda conn: _claim(conn, now, limit, lease_ms))
 
-    async def _settle(self, delivery_id: str, lease: str, **changes: Any) -> bool:
+    async def _settle(self, delivery_id: str, lease: str, now: int, **changes: Any) -> bool:
         if not lease:
             return False
         return await self.store._write(lambda conn: _settle(conn, delivery_id, lease, changes))
-
-    async def complete(
-        self, delivery_id: str, lease: str, *, now: int, attempts: int, response_status: int | None
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            status="delivered",
-            attempts=attempts,
-            last_attempt_at=now,
-            completed_at=now,
-            response_status=response_status,
-            last_error=None,
-        )
-
-    async def retry_at(
-        self,
-        delivery_id: str,
-        lease: str,
-        *,
-        now: int,
-        next_attempt_at: int,
-        attempts: int,
-        error: str,
-        response_status: int | None,
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
-            last_attempt_at=now,
-            last_error=error,
-            response_status=response_status,
-        )
-
-    async def fail(
-        self,
-        delivery_id: str,
-        lease: str,
-        *,
-        now: int,
-        attempts: int,
-        error: str,
-        response_status: int | None,
-    ) -> bool:
-        return await self._settle(
-            delivery_id,
-            lease,
-            status="failed",
-            attempts=attempts,
-            last_attempt_at=now,
-            completed_at=now,
-            last_error=error,
-            response_status=response_status,
-        )
-
-    async def release(self, delivery_id: str, lease: str, *, now: int) -> bool:
-        return await self._settle(delivery_id, lease, next_attempt_at=now)
 
     async def list_for_task(self, task_id: str, limit: int) -> list[WebhookDelivery]:
         return await self.store._read(_list, task_id, limit)
