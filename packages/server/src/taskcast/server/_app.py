@@ -20,6 +20,7 @@ from ._config import ServerConfig
 from ._errors import install_error_handlers
 from ._metrics import install_metrics
 from ._schemas import CreateTaskBody, EventBody, ResolveBody, TransitionBody
+from ._sse import SSEDetach
 from ._webhooks import WebhookDispatcher, WebhookSettings
 
 __all__ = ["create_app", "taskcast_lifespan"]
@@ -118,6 +119,11 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["Content-Type"],
         )
+
+    # SSE bodies stream outside the middleware stack (see SSEDetach); built lazily like the
+    # stack itself, so middleware added after create_app is wrapped too.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SSEDetach(build_stack())  # type: ignore[method-assign]
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
