@@ -166,3 +166,17 @@ def test_collapse_keep_after_starts_each_series_with_a_snapshot() -> None:
     out = [e for item in events for e in collapser.feed(item)] + list(collapser.flush())
     kept = [(e.index, e.data, e.series_snapshot) for e in out if e.index > 2]
     assert kept == [(3, {"delta": "abc"}, True), (4, "y", None), (5, {"delta": "d"}, None)]
+
+
+def test_event_copy_matches_dataclasses_replace() -> None:
+    from dataclasses import fields, replace
+
+    event = ev(3, {"a": 1}, series_id="s", series_mode="accumulate", series_acc_field="t",
+               series_snapshot=True, idempotency_key="k")  # fmt: skip
+    event.accumulated = {"a": 2}
+    # Every field is copied: a field added later and forgotten in copy() fails here.
+    for f in fields(TaskEvent):
+        assert getattr(event.copy(), f.name) == getattr(replace(event), f.name)
+    changed = event.copy(index=9, data="x")
+    assert changed.index == 9 and changed.data == "x" and changed.accumulated == {"a": 2}
+    assert event.index == 3

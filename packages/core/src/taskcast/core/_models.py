@@ -184,7 +184,26 @@ class TaskEvent:
         return event
 
     def copy(self, **changes: Any) -> TaskEvent:
-        return replace(self, **changes)
+        # dataclasses.replace was half of the replay CPU (stores and the collapser copy every
+        # event); calling the constructor directly gives the same object much faster.
+        values: dict[str, Any] = {
+            "id": self.id,
+            "task_id": self.task_id,
+            "index": self.index,
+            "timestamp": self.timestamp,
+            "type": self.type,
+            "level": self.level,
+            "data": self.data,
+            "series_id": self.series_id,
+            "series_mode": self.series_mode,
+            "series_acc_field": self.series_acc_field,
+            "series_snapshot": self.series_snapshot,
+            "idempotency_key": self.idempotency_key,
+            "accumulated": self.accumulated,
+        }
+        if changes:
+            values.update(changes)
+        return TaskEvent(**values)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
