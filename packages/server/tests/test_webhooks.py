@@ -502,7 +502,9 @@ async def test_pending_delivery_survives_kill_9(
                     await asyncio.sleep(0.02)
 
             item = await asyncio.wait_for(delivered(), 10)
-            assert item["attempts"] >= 3 and item["responseStatus"] == 200
+            # The kill may land after the receiver answered but before the attempt was
+            # recorded (at-least-once), so only one failed attempt is sure to be stored.
+            assert item["attempts"] >= 2 and item["responseStatus"] == 200
     finally:
         second.kill()
 
