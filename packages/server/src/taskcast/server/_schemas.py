@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 from pydantic.alias_generators import to_camel
 
+from taskcast.core import Level, SeriesMode, TaskStatus
+
 __all__ = [
     "BATCH_ADAPTER",
     "CREATE_ADAPTER",
@@ -31,19 +33,10 @@ __all__ = [
     "TransitionBody",
 ]
 
-Status = Literal[
-    "pending",
-    "assigned",
-    "running",
-    "paused",
-    "blocked",
-    "completed",
-    "failed",
-    "timeout",
-    "cancelled",
-]
-LevelName = Literal["debug", "info", "warn", "error"]
-SeriesModeName = Literal["keep-all", "accumulate", "latest"]
+# The wire vocabularies are core's (one definition for the engine and the OpenAPI schema).
+Status = TaskStatus
+LevelName = Level
+SeriesModeName = SeriesMode
 # Integers are bounded so every backend can store them (PostgreSQL INTEGER / BIGINT columns)
 # and JavaScript clients can read them exactly.
 MAX_INT32 = 2**31 - 1
