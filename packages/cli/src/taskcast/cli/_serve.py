@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from types import FrameType
 
@@ -279,11 +280,50 @@ def _serve_processes(
         f"(storage: {describe_storage(settings)}; {settings.processes} processes)"
     )
     try:
-        Multiprocess(config, sockets=[sock]).run()
+        Supervisor(
+            config, sockets=[sock], grace_seconds=settings.shutdown_timeout_seconds + 10
+        ).run()
     finally:
         sock.close()
         os.environ.pop(SETTINGS_ENV, None)
     sys.stderr.flush()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor with a stop deadline.
+
+    uvicorn joins its workers without a timeout, so one worker that never finishes its
+    shutdown (seen intermittently: a worker still idle in its loop after the SIGTERM) kept
+    ``taskcast start --workers N`` from ever exiting. Here a worker still alive is sent
+    SIGTERM again each second (one that was still starting may have missed the first) and
+    killed once ``grace_seconds`` have passed. Nothing acknowledged is lost by the kill:
+    commits are in Redis before any answer, and archive writes still queued are restored by
+    the next start's reconcile.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], *, grace_seconds: float
+    ):
+        super().__init__(config, sockets=sockets)
+        self.grace_seconds = grace_seconds
+
+    def join_all(self) -> None:
+        deadline = time.monotonic() + self.grace_seconds
+        for worker in self.processes:
+            process = worker.process
+            while process.is_alive() and time.monotonic() < deadline:
+                process.join(timeout=min(1.0, max(deadline - time.monotonic(), 0.0)))
+                if process.is_alive() and process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGTERM)
+            if process.is_alive():
+                logger.error(
+                    "worker %s did not stop within %.0f s; killing it",
+                    process.pid,
+                    self.grace_seconds,
+                )
+                process.kill()
+                process.join()
 
 
 async def _probe(engine: TaskEngine) -> None:
