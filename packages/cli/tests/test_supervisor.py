@@ -6,7 +6,9 @@ import multiprocessing
 import os
 import signal
 import time
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import uvicorn
 
@@ -18,21 +20,22 @@ def _ignores_sigterm() -> None:
     time.sleep(60)
 
 
-def _stops_on_second_sigterm() -> None:
+def _stops_on_second_sigterm(record: str) -> None:
     hits = []
     signal.signal(signal.SIGTERM, lambda *_: hits.append(1))
     while len(hits) < 2:
         time.sleep(0.01)
+    with open(record, "w") as f:
+        f.write(str(len(hits)))
 
 
-def _supervisor(*targets: object) -> Supervisor:
+def _supervisor(target: Any, *args: object) -> Supervisor:
     config = uvicorn.Config(app="taskcast.cli._app:build_app", factory=True)
     supervisor = Supervisor(config, sockets=[], grace_seconds=2.0)
     ctx = multiprocessing.get_context("fork")
-    for target in targets:
-        process = ctx.Process(target=target)
-        process.start()
-        supervisor.processes.append(SimpleNamespace(process=process))  # type: ignore[arg-type]
+    process = ctx.Process(target=target, args=args)
+    process.start()
+    supervisor.processes.append(SimpleNamespace(process=process))  # type: ignore[arg-type]
     return supervisor
 
 
@@ -45,11 +48,14 @@ def test_a_stuck_worker_is_killed_after_the_grace_period() -> None:
     assert worker.process.exitcode == -signal.SIGKILL
 
 
-def test_a_worker_that_missed_the_first_sigterm_gets_another() -> None:
-    supervisor = _supervisor(_stops_on_second_sigterm)
+def test_a_worker_that_missed_the_first_sigterm_gets_another(tmp_path: Path) -> None:
+    record = tmp_path / "hits"
+    supervisor = _supervisor(_stops_on_second_sigterm, str(record))
     time.sleep(0.2)
     (worker,) = supervisor.processes
     assert worker.process.pid is not None
     os.kill(worker.process.pid, signal.SIGTERM)  # the supervisor's own first SIGTERM
     supervisor.join_all()
-    assert worker.process.exitcode == 0
+    # It stopped by itself after the supervisor's second SIGTERM, not by the final kill.
+    assert record.read_text() == "2"
+    assert worker.process.exitcode != -signal.SIGKILL
