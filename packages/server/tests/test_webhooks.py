@@ -552,9 +552,21 @@ async def test_outbox_outages_are_survived(
         await engine.transition_task(task.id, "running")
         # The first outcome write fails: the lease runs out and the delivery is sent again.
         await eventually(lambda: len(receiver.requests) == 2)
-        await eventually(lambda: not outbox._items or outbox.purge_calls >= 1)
-        dispatcher._last_purge = 0  # let the next loop purge again
-        await eventually(lambda: not outbox._items)
+        await eventually(
+            lambda: (
+                outbox.purge_calls >= 1
+                and all(d.status == "delivered" for d in outbox._items.values())
+            )
+        )
+
+        async def purged() -> None:
+            # Purges run hourly: allow the next loop to purge again until the finished
+            # delivery is gone (a purge may run just before the outcome was recorded).
+            while outbox._items:
+                dispatcher._last_purge = 0
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(purged(), 10)
         await dispatcher.stop()
     assert "claim failed" in caplog.text and "could not record" in caplog.text
     assert "purge failed" in caplog.text
