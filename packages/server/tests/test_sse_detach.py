@@ -259,3 +259,53 @@ async def test_buffering_middleware_added_to_the_app_still_streams(
         frames = await s.events_until(lambda f: f.data["type"] == "live.one")
         assert frames[-1].data["type"] == "live.one"
     assert seen == [f"/tasks/{task.id}/events"]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_direct_writer_only_for_uvicorn_httptools_and_only_when_writable() -> None:
+    import logging
+
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from taskcast.server._sse import direct_writer
+
+    assert direct_writer(Recorder().send) is None  # any other server or a wrapped send
+
+    transport = _Transport()
+    flow = FlowControl(transport)  # type: ignore[arg-type]
+    cycle = RequestResponseCycle(
+        scope=scope_for(),  # type: ignore[arg-type]
+        transport=transport,  # type: ignore[arg-type]
+        flow=flow,
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    assert direct_writer(cycle.send) is None  # type: ignore[arg-type]  # nothing sent yet
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    write = direct_writer(cycle.send)  # type: ignore[arg-type]
+    assert write is not None
+    assert write(b"data: 1\n\n")
+    assert transport.written[-1] == b"9\r\ndata: 1\n\n\r\n"  # the same framing send uses
+    flow.pause_writing()
+    assert not write(b"data: 2\n\n")  # send would have to wait: refuse
+    flow.resume_writing()
+    cycle.disconnected = True
+    assert not write(b"data: 3\n\n")
+    assert transport.written[-1] == b"9\r\ndata: 1\n\n\r\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ._models import TaskEvent
@@ -29,7 +29,17 @@ class Subscriber:
     that stalls costs bounded memory.
     """
 
-    __slots__ = ("_due", "_items", "_timer", "_waiter", "closing", "key", "maxsize", "overflowed")
+    __slots__ = (
+        "_due",
+        "_items",
+        "_timer",
+        "_waiter",
+        "closing",
+        "key",
+        "maxsize",
+        "overflowed",
+        "sink",
+    )
 
     def __init__(self, key: str | None, maxsize: int) -> None:
         self.key = key
@@ -44,10 +54,20 @@ class Subscriber:
         # wait (asyncio.wait_for cost ~13% of the server's CPU at 1,000 busy subscribers).
         self._timer: asyncio.TimerHandle | None = None
         self._due = False
+        self.sink: Callable[[Sequence[WireEvent]], bool] | None = None
+        """Set by a stream while it waits for live events: takes them synchronously and
+        says whether it did. Fan-out then costs no task wake-up per subscriber."""
 
     def push(self, wires: Sequence[WireEvent]) -> None:
         if self.overflowed:
             return
+        sink = self.sink
+        if sink is not None and not self._items and not self.closing:
+            # Only while the reader is parked in get() with nothing queued: anything else
+            # (replaying, writing, already woken) must see events in order through the queue.
+            waiter = self._waiter
+            if waiter is not None and not waiter.done() and sink(wires):
+                return
         if len(self._items) + len(wires) > self.maxsize:
             self.overflowed = True
             self._items = []

@@ -10,7 +10,7 @@ ever skipped silently.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -77,7 +77,48 @@ class TaskStream:
         self._last = -1
         self._terminal: str | None = None
         self._accumulated = options.series_format == "accumulated"
+        self._write: Callable[[bytes], bool] | None = None
         self.end_reason: str | None = None
+
+    def attach(self, write: Callable[[bytes], bool]) -> None:
+        """Let live events bypass the reader: ``write(chunk)`` sends a chunk now or says no.
+
+        A server that can write to a connection without awaiting (the socket is not
+        backed up) passes such a function before iterating. While the stream is live and
+        its reader is idle, contiguous live events are then formatted and written from the
+        hub's dispatch itself, with no task wake-up per subscriber; everything else (replay,
+        gaps, the terminal status, a refused write) goes through the iterator as before.
+        """
+        self._write = write
+
+    def _direct(self, wires: Sequence[WireEvent]) -> bool:
+        write = self._write
+        assert write is not None
+        last = self._last
+        for wire in wires:
+            event = wire.event
+            last += 1
+            if event.index != last or event.type == _DELETED or _terminal_status(event):
+                return False
+        opt = self._opt
+        matches = opt.filter.matches
+        since = opt.since_index
+        wrap, accumulated = opt.wrap, self._accumulated
+        fi = self._filtered
+        out: list[bytes] = []
+        for wire in wires:
+            if matches(wire.event):
+                if since is None or fi > since:
+                    out.append(wire.frame(wrap=wrap, accumulated=accumulated, filtered_index=fi))
+                fi += 1
+        if out and not write(out[0] if len(out) == 1 else b"".join(out)):
+            return False
+        self._filtered = fi
+        self._last = last
+        observer = self._engine.hub.observer
+        if observer is not None:
+            observer.on_live_lag(time.time() - wires[0].event.timestamp / 1000)
+        return True
 
     def _frame(self, wire: WireEvent) -> bytes | None:
         if not self._opt.filter.matches(wire.event):
@@ -261,67 +302,72 @@ class TaskStream:
                 return
 
     async def _live(self, sub: Subscriber) -> AsyncIterator[list[bytes]]:
-        while True:
-            if sub.overflowed:
-                self.end_reason = "slow-consumer"
-                yield [b": slow consumer, resume with Last-Event-ID\n\n"]
-                return
-            if sub.closing:
-                self.end_reason = "shutdown"
-                yield [retry_frame(self._opt.retry_ms)]
-                return
-            batch = await sub.get(self._opt.heartbeat_seconds)
-            observer = self._engine.hub.observer
-            if batch and observer is not None:
-                observer.on_live_lag(time.time() - batch[0].event.timestamp / 1000)
-            if not batch:
-                if sub.overflowed or sub.closing:
-                    continue
-                if batch is None:
-                    yield [HEARTBEAT]
-                # Woken without events (the broadcast reconnected) or idle for a heartbeat:
-                # events the broadcast never delivered are caught up from the store.
-                last = await self._engine.last_index(self._task_id)
-                if last > self._last:
-                    async for caught_up in self._fill(last + 1):
-                        yield caught_up
-                    if self.end_reason is not None:
-                        return
-                continue
-            group: list[bytes] = []
-            for wire in batch:
-                event = wire.event
-                if event.type == _DELETED:
-                    self.end_reason = "deleted"
-                    group.append(done_frame("deleted"))
-                    yield group
+        if self._write is not None:
+            sub.sink = self._direct
+        try:
+            while True:
+                if sub.overflowed:
+                    self.end_reason = "slow-consumer"
+                    yield [b": slow consumer, resume with Last-Event-ID\n\n"]
                     return
-                index = event.index
-                if index <= self._last:
+                if sub.closing:
+                    self.end_reason = "shutdown"
+                    yield [retry_frame(self._opt.retry_ms)]
+                    return
+                batch = await sub.get(self._opt.heartbeat_seconds)
+                observer = self._engine.hub.observer
+                if batch and observer is not None:
+                    observer.on_live_lag(time.time() - batch[0].event.timestamp / 1000)
+                if not batch:
+                    if sub.overflowed or sub.closing:
+                        continue
+                    if batch is None:
+                        yield [HEARTBEAT]
+                    # Woken without events (the broadcast reconnected) or idle for a heartbeat:
+                    # events the broadcast never delivered are caught up from the store.
+                    last = await self._engine.last_index(self._task_id)
+                    if last > self._last:
+                        async for caught_up in self._fill(last + 1):
+                            yield caught_up
+                        if self.end_reason is not None:
+                            return
                     continue
-                if index > self._last + 1:
-                    # A gap: what is ready goes first, then the missing events from the store.
-                    if group:
+                group: list[bytes] = []
+                for wire in batch:
+                    event = wire.event
+                    if event.type == _DELETED:
+                        self.end_reason = "deleted"
+                        group.append(done_frame("deleted"))
                         yield group
-                        group = []
-                    async for filled in self._fill(index):
-                        yield filled
-                    if self.end_reason is not None:
                         return
+                    index = event.index
                     if index <= self._last:
                         continue
-                self._last = index
-                out = self._frame(wire)
-                if out is not None:
-                    group.append(out)
-                status = _terminal_status(event)
-                if status is not None:
-                    self.end_reason = status
-                    group.append(done_frame(status))
+                    if index > self._last + 1:
+                        # A gap: what is ready goes first, then the missing events from the store.
+                        if group:
+                            yield group
+                            group = []
+                        async for filled in self._fill(index):
+                            yield filled
+                        if self.end_reason is not None:
+                            return
+                        if index <= self._last:
+                            continue
+                    self._last = index
+                    out = self._frame(wire)
+                    if out is not None:
+                        group.append(out)
+                    status = _terminal_status(event)
+                    if status is not None:
+                        self.end_reason = status
+                        group.append(done_frame(status))
+                        yield group
+                        return
+                if group:
                     yield group
-                    return
-            if group:
-                yield group
+        finally:
+            sub.sink = None
 
     async def _fill(self, before: int) -> AsyncIterator[list[bytes]]:
         """Send stored events between the last sent index and ``before``."""

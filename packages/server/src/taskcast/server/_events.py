@@ -282,8 +282,9 @@ async def task_stream(
         retry_ms=config.retry_ms,
         queue_limit=config.queue_limit,
     )
+    stream = TaskStream(engine, task_id, options)
     return SSEResponse(
-        TaskStream(engine, task_id, options).chunks(), write_timeout=config.write_timeout_seconds
+        stream.chunks(), write_timeout=config.write_timeout_seconds, attach=stream.attach
     )
 
 
