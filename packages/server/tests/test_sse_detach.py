@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -262,50 +262,162 @@ async def test_buffering_middleware_added_to_the_app_still_streams(
 
 
 class _Transport:
-    def __init__(self) -> None:
+    def __init__(self, protocol: Any) -> None:
         self.written: list[bytes] = []
+        self.protocol = protocol
+        self.closed = False
+        self.reading = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
     def is_closing(self) -> bool:
-        return False
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            # As asyncio's transports do: the protocol hears of it on the next loop turn.
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
-async def test_direct_writer_only_for_uvicorn_httptools_and_only_when_writable() -> None:
-    import logging
+class _UvicornProtocol:
+    """What take_over needs of uvicorn's HttpToolsProtocol."""
 
-    from uvicorn.protocols.http.flow_control import FlowControl
-    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    def __init__(self) -> None:
+        import logging
 
-    from taskcast.server._sse import direct_writer
+        from uvicorn.protocols.http.flow_control import FlowControl
+        from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-    assert direct_writer(Recorder().send) is None  # any other server or a wrapped send
+        self.transport = _Transport(self)
+        self.flow = FlowControl(self.transport)  # type: ignore[arg-type]
+        self.flow.pause_reading()
+        self.tasks: set[Any] = set()
+        self.connections: set[Any] = {self}
+        self.cycle = RequestResponseCycle(
+            scope=scope_for(),  # type: ignore[arg-type]
+            transport=self.transport,  # type: ignore[arg-type]
+            flow=self.flow,
+            logger=logging.getLogger("test"),
+            access_logger=logging.getLogger("test"),
+            access_log=False,
+            default_headers=[],
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=True,
+            on_response=lambda: None,
+        )
 
-    transport = _Transport()
-    flow = FlowControl(transport)  # type: ignore[arg-type]
-    cycle = RequestResponseCycle(
-        scope=scope_for(),  # type: ignore[arg-type]
-        transport=transport,  # type: ignore[arg-type]
-        flow=flow,
-        logger=logging.getLogger("test"),
-        access_logger=logging.getLogger("test"),
-        access_log=False,
-        default_headers=[],
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=True,
-        on_response=lambda: None,
-    )
-    assert direct_writer(cycle.send) is None  # type: ignore[arg-type]  # nothing sent yet
-    await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
-    write = direct_writer(cycle.send)  # type: ignore[arg-type]
-    assert write is not None
-    assert write(b"data: 1\n\n")
-    assert transport.written[-1] == b"9\r\ndata: 1\n\n\r\n"  # the same framing send uses
-    flow.pause_writing()
-    assert not write(b"data: 2\n\n")  # send would have to wait: refuse
-    flow.resume_writing()
-    cycle.disconnected = True
-    assert not write(b"data: 3\n\n")
-    assert transport.written[-1] == b"9\r\ndata: 1\n\n\r\n"
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+async def test_take_over_only_from_uvicorn_httptools_after_the_status_line() -> None:
+    from taskcast.server._takeover import take_over
+
+    assert take_over(Recorder().send) is None  # any other server, or a wrapped send
+    uvicorn = _UvicornProtocol()
+    assert take_over(uvicorn.cycle.send) is None  # type: ignore[arg-type]  # nothing sent yet
+    await uvicorn.cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    other = _UvicornProtocol()  # a cycle that is not the transport's current one
+    await other.cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    other.transport.protocol = object()
+    assert take_over(other.cycle.send) is None  # type: ignore[arg-type]
+
+    connection = take_over(uvicorn.cycle.send)  # type: ignore[arg-type]
+    assert connection is not None
+    assert uvicorn.transport.protocol is connection
+    assert uvicorn.connections == set()  # uvicorn forgets the connection...
+    assert uvicorn.cycle.response_complete  # ...and its request task returns quietly
+    assert uvicorn.transport.reading  # EOF from the client is noticed
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        yield b"data: 2\n\n"
+
+    writers: list[Any] = []
+    connection.start(frames(), write_timeout=5, attach=writers.append)
+    [task] = uvicorn.tasks  # graceful shutdown waits for it
+    await task
+    assert uvicorn.tasks == set()
+    assert uvicorn.transport.written[-3:] == [
+        b"9\r\ndata: 1\n\n\r\n",  # the same chunked framing as uvicorn's send
+        b"9\r\ndata: 2\n\n\r\n",
+        b"0\r\n\r\n",
+    ]
+    assert uvicorn.transport.closed
+    assert writers == [connection.write]
+    assert not connection.write(b"late")  # closed
+
+
+async def test_taken_over_connection_waits_for_a_paused_client_then_cuts_it() -> None:
+    from taskcast.server._takeover import take_over
+
+    uvicorn = _UvicornProtocol()
+    await uvicorn.cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    connection = take_over(uvicorn.cycle.send)  # type: ignore[arg-type]
+    assert connection is not None
+    sent = asyncio.Event()
+    proceed = asyncio.Event()
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"a"
+        sent.set()
+        await proceed.wait()
+        yield b"b"
+
+    connection.pause_writing()
+    connection.start(frames(), write_timeout=0.05, attach=None)
+    [task] = uvicorn.tasks
+    await asyncio.sleep(0.01)
+    head = uvicorn.transport.written[:]  # the status line
+    assert len(head) == 1  # the first chunk waits for the client
+    connection.resume_writing()
+    await sent.wait()
+    assert uvicorn.transport.written == [*head, b"1\r\na\r\n"]
+    connection.pause_writing()  # the client stops reading: cut after the write timeout
+    proceed.set()
+    await asyncio.wait_for(task, 2)
+    assert uvicorn.transport.closed
+    assert uvicorn.transport.written == [*head, b"1\r\na\r\n"]
+
+
+async def test_client_leaving_a_taken_over_connection_closes_the_stream() -> None:
+    from taskcast.server._takeover import take_over
+
+    uvicorn = _UvicornProtocol()
+    await uvicorn.cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    connection = take_over(uvicorn.cycle.send)  # type: ignore[arg-type]
+    assert connection is not None
+    closed = asyncio.Event()
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            await asyncio.Event().wait()
+            yield b"never"
+        finally:
+            closed.set()
+
+    connection.start(frames(), write_timeout=5, attach=None)
+    [task] = uvicorn.tasks
+    await asyncio.sleep(0.01)
+    connection.data_received(b"ignored")
+    assert connection.eof_received() is False
+    connection.connection_lost(None)
+    await asyncio.wait_for(task, 2)
+    assert closed.is_set()
+    assert b"0\r\n\r\n" not in uvicorn.transport.written

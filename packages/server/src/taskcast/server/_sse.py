@@ -12,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskcast.core import DELETED_EVENT, EventFilter, Hub, TaskcastError
 
+from ._takeover import take_over
+
 __all__ = [
     "HANDOFF_KEY",
     "SSEDetach",
     "SSEHandoff",
     "SSEResponse",
-    "direct_writer",
     "global_frames",
 ]
 
@@ -111,10 +112,6 @@ class SSEResponse(Response):
         watcher = asyncio.create_task(
             _watch_disconnect(receive, on_disconnect, writing, self._write_timeout)
         )
-        if self._attach is not None:
-            write = direct_writer(send)
-            if write is not None:
-                self._attach(write)
         try:
             try:
                 async for frame in frames:
@@ -202,39 +199,15 @@ class SSEDetach:
         response = handoff.response
         if response is not None:
             del watch, handoff, scope
+            connection = take_over(send)
+            if connection is not None:
+                connection.start(
+                    response._frames,
+                    write_timeout=response._write_timeout,
+                    attach=response._attach,
+                )
+                return
             await response.stream_body(receive, send)
-
-
-def direct_writer(send: Send) -> Callable[[bytes], bool] | None:
-    """A synchronous body writer for uvicorn's httptools connections, else None.
-
-    ``send`` is a coroutine even when the socket takes the bytes at once, so a server that
-    fans one event out to thousands of streams would need a task switch per stream just to
-    write. uvicorn's httptools cycle writes a body chunk as ``transport.write`` of the
-    chunked framing, awaiting only while the transport is paused; this does the same write
-    without the coroutine and refuses (returns False) whenever ``send`` would have had to
-    wait or do anything else, so the caller falls back to ``send``. Any other server, or a
-    ``send`` wrapped by middleware, gets None.
-    """
-    cycle: Any = getattr(send, "__self__", None)
-    kind = type(cycle)
-    if (kind.__module__, kind.__name__) != (
-        "uvicorn.protocols.http.httptools_impl",
-        "RequestResponseCycle",
-    ):
-        return None
-    if getattr(cycle, "chunked_encoding", None) is not True or not cycle.response_started:
-        return None
-    transport = cycle.transport
-    flow = cycle.flow
-
-    def write(chunk: bytes) -> bool:
-        if flow.write_paused or cycle.disconnected or cycle.response_complete:
-            return False
-        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        return True
-
-    return write
 
 
 async def _watch_disconnect(
