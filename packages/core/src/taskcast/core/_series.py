@@ -23,9 +23,15 @@ def accumulate(previous: TaskEvent | None, delta: TaskEvent) -> Any:
     Concatenates ``data[field]`` when both sides are objects holding strings there; any other
     shape resets the series to the delta's data.
     """
+    return _accumulate_data(
+        previous is not None, None if previous is None else previous.data, delta
+    )
+
+
+def _accumulate_data(has_previous: bool, prev_data: Any, delta: TaskEvent) -> Any:
     field_name = delta.series_acc_field or DEFAULT_ACC_FIELD
-    if previous is not None:
-        prev_data, new_data = previous.data, delta.data
+    if has_previous:
+        new_data = delta.data
         if (
             isinstance(prev_data, dict)
             and isinstance(new_data, dict)
@@ -164,7 +170,7 @@ class Collapser:
             sid = event.series_id
             prev = self._states.get(sid)
             appends = _concatenates(prev, event)
-            self._states[sid] = accumulate(None if prev is None else event.copy(data=prev), event)
+            self._states[sid] = _accumulate_data(sid in self._states, prev, event)
             run = self._run
             if run is not None and run.series_id != sid:
                 yield self._emit(run)
