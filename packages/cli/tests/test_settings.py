@@ -114,6 +114,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_TTL_SWEEP_BATCH_SIZE": "7",
         "TASKCAST_WEBHOOK_ALLOW_PRIVATE": "true",
         "TASKCAST_METRICS": "1",
+        "TASKCAST_OPENTELEMETRY": "true",
     }
     assert set(values) == set(ENV_VARS)
     s = resolve(env=values)
@@ -154,6 +155,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert (lc.ttl_sweep_interval_seconds, lc.ttl_sweep_batch_size) == (0.25, 7)
     assert s.webhook.allow_private is True
     assert s.metrics is True
+    assert s.opentelemetry is True
 
 
 def test_empty_environment_values_are_ignored() -> None:
@@ -258,6 +260,7 @@ def test_wired_sections_read_the_originals_keys() -> None:
             },
             "cleanup": {"rules": [{"trigger": {"afterMs": 0}}], "intervalSeconds": 0.5},
             "metrics": True,
+            "opentelemetry": True,
         }
     )
     assert s.storage_lifecycle.hot_retention_terminal_seconds == 10
@@ -268,7 +271,7 @@ def test_wired_sections_read_the_originals_keys() -> None:
     assert (s.webhook.poll_seconds, s.webhook.lease_seconds) == (0.1, 5)
     assert (s.webhook.max_in_flight, s.webhook.retention_seconds) == (4, 0)
     assert s.cleanup.interval_seconds == 0.5 and len(s.cleanup.rules) == 1
-    assert s.metrics is True
+    assert s.metrics is True and s.opentelemetry is True
     assert TaskcastSettings.from_json(s.to_json()) == s
     shown = s.redacted()
     assert shown["webhook"]["global"][0]["secret"] == "***"

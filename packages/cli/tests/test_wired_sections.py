@@ -1,5 +1,5 @@
-"""The ``storageLifecycle``, ``cleanup``, ``webhook`` and ``metrics`` settings reach the
-engine and the server, and a served process acts on them."""
+"""The ``storageLifecycle``, ``cleanup``, ``webhook``, ``metrics`` and ``opentelemetry``
+settings reach the engine and the server, and a served process acts on them."""
 
 from __future__ import annotations
 
@@ -82,6 +82,19 @@ async def test_metrics_route_follows_the_setting(clean_env: Path) -> None:
         transport = httpx.ASGITransport(app=built.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/metrics")).status_code == status
+
+
+async def test_opentelemetry_follows_the_setting(clean_env: Path) -> None:
+    off = build(resolve_settings(flags=MEMORY)).app
+    assert off.state.config.opentelemetry is False and not hasattr(off.state, "metrics")
+    settings = resolve_settings(flags=MEMORY, environ={"TASKCAST_OPENTELEMETRY": "1"})
+    app = build(settings).app
+    assert app.state.config.opentelemetry is True
+    # Measured for OpenTelemetry, but /metrics stays off unless asked for.
+    assert app.state.metrics.publish_seconds.mirror is not None
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/metrics")).status_code == 404
 
 
 # -- served ---------------------------------------------------------------------------------

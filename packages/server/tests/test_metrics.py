@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from taskcast.core import (
     EventInput,
     MemoryLongTermStore,
     MemoryShortTermStore,
+    MemoryWebhookOutbox,
     StorageUnavailableError,
     TaskEngine,
+    WebhookRetry,
 )
-from taskcast.server import ServerConfig, create_app
+from taskcast.server import ServerConfig, WebhookSettings, create_app
 from taskcast.server._metrics import CONTENT_TYPE, Histogram, Metrics
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +51,7 @@ async def test_off_by_default_serves_nothing_and_observes_nothing() -> None:
     ) as client:
         assert (await client.get("/metrics")).status_code == 404
     assert engine.hub.observer is None
+    assert app.state.webhooks.observer is None
     assert not hasattr(app.state, "metrics")
 
 
@@ -160,4 +169,105 @@ async def test_stream_ended_by_a_storage_error_is_counted(serve_app: Any) -> Non
         assert body.startswith(b"retry:")
         text = (await client.get("/metrics")).text
     assert sample(text, 'taskcast_sse_stream_ends_total{reason="storage-error"}') == 1
+    assert sample(text, "taskcast_storage_errors_total") == 1
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+FAST = WebhookRetry(retries=1, backoff="fixed", initial_delay_ms=20, jitter=0.0)
+
+
+@dataclass
+class Receiver:
+    """A webhook target answering the queued statuses, then 200."""
+
+    url: str = ""
+    statuses: list[int] = field(default_factory=list)
+    received: int = 0
+
+
+@pytest.fixture
+async def receiver(serve_app: Any) -> AsyncIterator[Receiver]:
+    state = Receiver()
+
+    async def hook(request: Request) -> Response:
+        await request.body()
+        state.received += 1
+        return Response(status_code=state.statuses.pop(0) if state.statuses else 200)
+
+    async with serve_app(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as url:
+        state.url = url + "/hook"
+        yield state
+
+
+async def new_task(client: httpx.AsyncClient, url: str) -> str:
+    body = {"webhooks": [{"url": url, "filter": {"types": ["a"]}}]}
+    task_id: str = (await client.post("/tasks", json=body)).json()["id"]
+    await client.patch(f"/tasks/{task_id}/status", json={"status": "running"})
+    return task_id
+
+
+async def test_webhook_outcomes_durations_and_in_flight(
+    receiver: Receiver, serve_app: Any, eventually: Any
+) -> None:
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    settings = WebhookSettings(allow_private=True, poll_seconds=0.05, default_retry=FAST)
+    app = create_app(engine, config=ServerConfig(metrics=True), webhooks=settings)
+    outcomes: dict[str, int] = app.state.metrics.webhook_outcomes
+    one = {"type": "a", "level": "info"}
+    async with serve_app(app, engine) as url, httpx.AsyncClient(base_url=url) as client:
+        # 500 then 200: one attempt retried, then delivered.
+        receiver.statuses = [500]
+        task_id = await new_task(client, receiver.url)
+        await client.post(f"/tasks/{task_id}/events", json=one)
+        await eventually(lambda: outcomes.get("delivered") == 1)
+        # 500 twice with one retry allowed: retried, then given up.
+        receiver.statuses = [500, 500]
+        task_id = await new_task(client, receiver.url)
+        await client.post(f"/tasks/{task_id}/events", json=one)
+        await eventually(lambda: outcomes.get("failed") == 1)
+        await eventually(lambda: app.state.webhooks.in_flight == 0)
+        text = (await client.get("/metrics")).text
+    assert receiver.received == 4
+    assert sample(text, 'taskcast_webhook_deliveries_total{outcome="delivered"}') == 1
+    assert sample(text, 'taskcast_webhook_deliveries_total{outcome="retried"}') == 2
+    assert sample(text, 'taskcast_webhook_deliveries_total{outcome="failed"}') == 1
+    assert sample(text, 'taskcast_webhook_deliveries_total{outcome="refused"}') == 0
+    assert sample(text, "taskcast_webhook_delivery_duration_seconds_count") == 4
+    assert sample(text, "taskcast_webhook_delivery_duration_seconds_sum") > 0
+    assert sample(text, "taskcast_webhook_deliveries_in_flight") == 0
+    assert sample(text, "taskcast_storage_errors_total") == 0
+    assert "# TYPE taskcast_webhook_deliveries_total counter" in text
+
+
+class _ClaimFailsOnce(MemoryWebhookOutbox):
+    failed = False
+
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[Any]:
+        if not self.failed:
+            self.failed = True
+            raise OSError("outbox down")
+        return await super().claim_due(now, limit, lease_ms)
+
+
+async def test_refused_targets_and_outbox_errors_are_counted(
+    receiver: Receiver, serve_app: Any, eventually: Any
+) -> None:
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    app = create_app(
+        engine,
+        config=ServerConfig(metrics=True),
+        webhooks=WebhookSettings(poll_seconds=0.05),  # private targets refused
+        webhook_outbox=_ClaimFailsOnce(),
+    )
+    outcomes: dict[str, int] = app.state.metrics.webhook_outcomes
+    async with serve_app(app, engine) as url, httpx.AsyncClient(base_url=url) as client:
+        task_id = await new_task(client, receiver.url)
+        await client.post(f"/tasks/{task_id}/events", json={"type": "a", "level": "info"})
+        await eventually(lambda: outcomes.get("refused") == 1)
+        text = (await client.get("/metrics")).text
+    assert receiver.received == 0
+    assert sample(text, 'taskcast_webhook_deliveries_total{outcome="refused"}') == 1
+    assert sample(text, 'taskcast_webhook_deliveries_total{outcome="delivered"}') == 0
+    # The failed claim (the dispatcher's first poll) is a storage error.
     assert sample(text, "taskcast_storage_errors_total") == 1

@@ -239,6 +239,7 @@ def build(settings: TaskcastSettings) -> Built:
         cors_origins=tuple(settings.cors) or None,
         queue_limit=settings.limits.queue_limit,
         metrics=settings.metrics,
+        opentelemetry=settings.opentelemetry,
     )
     jwt = _jwt_config(settings)
     try:

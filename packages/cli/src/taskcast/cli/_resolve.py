@@ -152,6 +152,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_TTL_SWEEP_BATCH_SIZE": ("storage_lifecycle", "ttl_sweep_batch_size"),
     "TASKCAST_WEBHOOK_ALLOW_PRIVATE": ("webhook", "allow_private"),
     "TASKCAST_METRICS": ("metrics",),
+    "TASKCAST_OPENTELEMETRY": ("opentelemetry",),
     "SENTRY_DSN": ("sentry_dsn",),
 }
 """Environment variable → settings path. Empty values count as unset."""

@@ -348,6 +348,9 @@ class TaskcastSettings(BaseSettings):
     storage_lifecycle: StorageLifecycleSettings = StorageLifecycleSettings()
     metrics: bool = False
     """Serve Prometheus metrics at ``GET /metrics``."""
+    opentelemetry: bool = False
+    """Report the same metrics through OpenTelemetry's global meter provider (set up by,
+    e.g., ``opentelemetry-instrument`` or a ``taskcast.config.py``)."""
     admin_api: bool = False
     admin_token: str | None = None
     trusted_services: list[TrustedServiceSettings] = Field(default_factory=list)

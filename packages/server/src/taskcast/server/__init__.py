@@ -28,6 +28,7 @@ from ._tokens import mint_subscribe_token, mint_token
 from ._webhooks import (
     WebhookDeliveryError,
     WebhookDispatcher,
+    WebhookObserver,
     WebhookRefusedError,
     WebhookSettings,
     sign_headers,
@@ -48,6 +49,7 @@ __all__ = [
     "TrustedService",
     "WebhookDeliveryError",
     "WebhookDispatcher",
+    "WebhookObserver",
     "WebhookRefusedError",
     "WebhookSettings",
     "admin_router",

@@ -109,8 +109,8 @@ def create_app(
     app.include_router(_tasks.router)
     app.include_router(_events.router)
     app.include_router(_webhook_routes.router)
-    if config.metrics:
-        install_metrics(app, engine)
+    if config.metrics or config.opentelemetry:
+        install_metrics(app, engine, config)
     if config.cors_origins is not None:
         app.add_middleware(
             CORSMiddleware,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from taskcast.core import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
 
 __all__ = ["ServerConfig"]
 
@@ -42,7 +46,15 @@ class ServerConfig:
     title: str = "Taskcast API"
     """Title of the OpenAPI document."""
     metrics: bool = False
-    """Serve Prometheus metrics at ``GET /metrics``; off, nothing is measured (no cost)."""
+    """Serve Prometheus metrics at ``GET /metrics``; off (and ``opentelemetry`` off), nothing
+    is measured (no cost)."""
+    opentelemetry: bool = False
+    """Report the same metrics through OpenTelemetry (meter ``taskcast.server``), with or
+    without ``metrics``."""
+    meter_provider: MeterProvider | None = None
+    """The OpenTelemetry meter provider to report to; ``None`` uses the global one
+    (``opentelemetry.metrics.get_meter_provider()``, e.g. set by ``opentelemetry-instrument``
+    or by the host before or after the app is created)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_seconds <= 0:
@@ -56,3 +68,6 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.queue_limit is not None and self.queue_limit < 1:
             raise ConfigError("queue_limit must be positive")
+        if self.meter_provider is not None and not self.opentelemetry:
+            # A provider without the switch would silently report nothing.
+            raise ConfigError("meter_provider needs opentelemetry=True")

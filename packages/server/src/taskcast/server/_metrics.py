@@ -1,8 +1,10 @@
 """Prometheus metrics at ``GET /metrics`` (text exposition format 0.0.4), off by default.
 
 Written by hand rather than with ``prometheus-client``: the handful of series below need no
-dependency, and an app that leaves metrics off (``ServerConfig(metrics=False)``, the default)
-installs no middleware, no hook and no route, so it pays nothing per request or per event.
+dependency, and an app that leaves metrics off (``ServerConfig(metrics=False)`` and
+``opentelemetry=False``, the defaults) installs no middleware, no hook, no observer and no
+route, so it pays nothing per request or per event. The same counters feed OpenTelemetry
+(``_otel.py``) when ``ServerConfig(opentelemetry=True)``; either can be on without the other.
 
 Where the figures come from:
 
@@ -11,7 +13,10 @@ Where the figures come from:
 - events published: the engine's ``on_events_published`` hook;
 - SSE streams (opened, active, replay sizes, live fan-out lag, resyncs, slow consumers cut,
   how streams end): the hub's stream observer, called by :class:`taskcast.core.TaskStream`;
-- storage errors: 503 answers plus streams ended by a store failure;
+- webhook attempts (outcome, duration) and deliveries in flight: the webhook dispatcher's
+  observer;
+- storage errors: 503 answers, streams ended by a store failure and failed webhook outbox
+  operations;
 - long-term backlog: read from the engine's archive at scrape time.
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -27,28 +32,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskcast.core import TaskcastHooks, TaskEngine, TaskEvent
 
+from ._config import ServerConfig
+from ._webhooks import WebhookDispatcher
+
 __all__ = ["CONTENT_TYPE", "Metrics", "install_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _COUNTS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+# A webhook attempt is a DNS check plus an HTTP round trip to another service, bounded by its
+# timeout (10 s by default): coarser than the in-process latencies above.
+_WEBHOOK_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "refused")
 
 
 class Histogram:
     """Cumulative-bucket histogram (Prometheus semantics: ``le`` upper bounds, +Inf last)."""
 
-    __slots__ = ("bounds", "buckets", "count", "sum")
+    __slots__ = ("bounds", "buckets", "count", "mirror", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
         self.buckets = [0] * (len(self.bounds) + 1)
         self.count = 0
         self.sum = 0.0
+        self.mirror: Callable[[float], None] | None = None
+        """Also given every value (an OpenTelemetry histogram's ``record``), if set."""
 
     def observe(self, value: float) -> None:
         self.buckets[bisect_left(self.bounds, value)] += 1
         self.count += 1
         self.sum += value
+        if self.mirror is not None:
+            self.mirror(value)
 
     def lines(self, name: str) -> list[str]:
         out = []
@@ -68,10 +84,12 @@ def _num(value: float) -> str:
 
 
 class Metrics:
-    """Counters for one app; also the hub's :class:`~taskcast.core.StreamObserver`."""
+    """Counters for one app; also the hub's :class:`~taskcast.core.StreamObserver` and the
+    webhook dispatcher's :class:`~taskcast.server.WebhookObserver`."""
 
-    def __init__(self, engine: TaskEngine) -> None:
+    def __init__(self, engine: TaskEngine, webhooks: WebhookDispatcher | None = None) -> None:
         self._engine = engine
+        self._webhooks = webhooks
         self.events_published = 0
         self.requests: dict[tuple[str, str], int] = {}
         self.publish_seconds = Histogram(_SECONDS)
@@ -81,6 +99,8 @@ class Metrics:
         self.resyncs = 0
         self.stream_ends: dict[str, int] = {}
         self.storage_errors = 0
+        self.webhook_outcomes: dict[str, int] = {}
+        self.webhook_seconds = Histogram(_WEBHOOK_SECONDS)
 
     # -- engine hook -------------------------------------------------------------------------
 
@@ -103,6 +123,30 @@ class Metrics:
         if reason == "storage-error":
             self.storage_errors += 1
 
+    # -- webhook observer --------------------------------------------------------------------
+
+    def on_webhook_attempt(self, outcome: str, seconds: float) -> None:
+        self.webhook_outcomes[outcome] = self.webhook_outcomes.get(outcome, 0) + 1
+        self.webhook_seconds.observe(seconds)
+
+    def on_webhook_outbox_error(self) -> None:
+        self.storage_errors += 1
+
+    # -- scrape-time readings ----------------------------------------------------------------
+
+    @property
+    def sse_connections(self) -> int:
+        return self._engine.hub.total
+
+    @property
+    def long_term_backlog(self) -> int:
+        archive = self._engine.archive
+        return archive.backlog if archive is not None else 0
+
+    @property
+    def webhooks_in_flight(self) -> int:
+        return self._webhooks.in_flight if self._webhooks is not None else 0
+
     # -- HTTP --------------------------------------------------------------------------------
 
     def on_response(self, route: str, status: int, seconds: float | None) -> None:
@@ -116,7 +160,6 @@ class Metrics:
     # -- exposition --------------------------------------------------------------------------
 
     def render(self) -> str:
-        engine = self._engine
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[str]) -> None:
@@ -149,7 +192,7 @@ class Metrics:
             "taskcast_sse_connections",
             "gauge",
             "Open SSE streams (per-task and global) in this process.",
-            [f"taskcast_sse_connections {engine.hub.total}"],
+            [f"taskcast_sse_connections {self.sse_connections}"],
         )
         metric(
             "taskcast_sse_connections_opened_total",
@@ -194,15 +237,40 @@ class Metrics:
         metric(
             "taskcast_storage_errors_total",
             "counter",
-            "Requests answered 503 and streams ended by a storage failure.",
+            "Requests answered 503, streams ended by a storage failure and failed webhook "
+            "outbox operations.",
             [f"taskcast_storage_errors_total {self.storage_errors}"],
         )
-        archive = engine.archive
         metric(
             "taskcast_long_term_backlog",
             "gauge",
             "Writes queued for the long-term store (0 without one).",
-            [f"taskcast_long_term_backlog {archive.backlog if archive is not None else 0}"],
+            [f"taskcast_long_term_backlog {self.long_term_backlog}"],
+        )
+        outcomes = {outcome: 0 for outcome in WEBHOOK_OUTCOMES}
+        outcomes.update(self.webhook_outcomes)
+        metric(
+            "taskcast_webhook_deliveries_total",
+            "counter",
+            "Webhook delivery attempts by outcome: delivered (2xx), retried (failed, another "
+            "attempt scheduled), failed (last attempt failed, given up), refused (the target "
+            "resolves to a non-public address).",
+            [
+                f'taskcast_webhook_deliveries_total{{outcome="{outcome}"}} {n}'
+                for outcome, n in outcomes.items()
+            ],
+        )
+        metric(
+            "taskcast_webhook_delivery_duration_seconds",
+            "histogram",
+            "Time of one webhook delivery attempt (address check, POST, response status).",
+            self.webhook_seconds.lines("taskcast_webhook_delivery_duration_seconds"),
+        )
+        metric(
+            "taskcast_webhook_deliveries_in_flight",
+            "gauge",
+            "Webhook deliveries being attempted by this process.",
+            [f"taskcast_webhook_deliveries_in_flight {self.webhooks_in_flight}"],
         )
         return "\n".join(lines) + "\n"
 
@@ -242,13 +310,25 @@ class _MetricsMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
-def install_metrics(app: FastAPI, engine: TaskEngine) -> Metrics:
-    """Wire metrics into ``app`` and ``engine`` and serve them at ``GET /metrics``."""
-    metrics = Metrics(engine)
+def install_metrics(app: FastAPI, engine: TaskEngine, config: ServerConfig) -> Metrics:
+    """Wire metrics into ``app``, ``engine`` and the app's webhook dispatcher; serve them at
+    ``GET /metrics`` if ``config.metrics`` and through OpenTelemetry if
+    ``config.opentelemetry``."""
+    dispatcher: WebhookDispatcher | None = getattr(app.state, "webhooks", None)
+    metrics = Metrics(engine, dispatcher)
     engine.hooks.add(TaskcastHooks(on_events_published=metrics.on_events_published))
     engine.hub.observer = metrics
+    if dispatcher is not None:
+        dispatcher.observer = metrics
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
+    if config.opentelemetry:
+        # Imported here so that an app with OpenTelemetry off never loads that module.
+        from ._otel import install_opentelemetry
+
+        install_opentelemetry(metrics, config.meter_provider)
+    if not config.metrics:
+        return metrics
 
     @app.get(
         "/metrics",

@@ -10,6 +10,9 @@ Flow (docs/api/webhooks.md):
    and records delivered / retry at *t* / failed. A crashed process's claims come back when
    their lease runs out; delivery is at-least-once (receivers dedupe by ``webhook-id``).
 3. After the last attempt fails, the engine's ``on_webhook_failed`` hook is called.
+
+Metrics hear about each attempt's outcome through :attr:`WebhookDispatcher.observer`
+(unset unless metrics are on, so delivery pays nothing for them by default).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import ipaddress
 import json
 import logging
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import httpx
 
@@ -53,6 +57,7 @@ from taskcast.core import (
 __all__ = [
     "WebhookDeliveryError",
     "WebhookDispatcher",
+    "WebhookObserver",
     "WebhookRefusedError",
     "WebhookSettings",
     "sign_headers",
@@ -74,6 +79,20 @@ class WebhookDeliveryError(TaskcastError):
 
 class WebhookRefusedError(TaskcastError):
     """The webhook's host resolves to an address deliveries may not go to."""
+
+
+class WebhookObserver(Protocol):
+    """Told what delivery attempts come to (metrics). Called on the event loop; must not
+    block."""
+
+    def on_webhook_attempt(self, outcome: str, seconds: float) -> None:
+        """An attempt's outcome was recorded: ``delivered`` (2xx), ``retried`` (failed,
+        another attempt scheduled), ``failed`` (the last attempt failed, or the URL is
+        unusable) or ``refused`` (the target resolves to a non-public address); the attempt
+        took ``seconds``."""
+
+    def on_webhook_outbox_error(self) -> None:
+        """An outbox operation (claim, record an outcome, purge) failed."""
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -233,6 +252,8 @@ class WebhookDispatcher:
         self._running = False
         self._last_purge = 0
         self._hooks_cache: OrderedDict[str, tuple[WebhookConfig, ...]] = OrderedDict()
+        self.observer: WebhookObserver | None = None
+        """Told each attempt's outcome (set by the app when metrics are on)."""
         engine.hooks.add(
             TaskcastHooks(on_events_published=self._on_published, on_task_created=self._on_created)
         )
@@ -240,6 +261,11 @@ class WebhookDispatcher:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being attempted by this process."""
+        return len(self._inflight)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -367,6 +393,7 @@ class WebhookDispatcher:
                     batch = await self.outbox.claim_due(now, free, lease_ms)
                 except Exception as exc:
                     logger.warning("webhook outbox claim failed: %s", exc)
+                    self._outbox_error()
                     batch = []
                 for delivery in batch:
                     task = asyncio.create_task(self._deliver(delivery))
@@ -396,6 +423,7 @@ class WebhookDispatcher:
             purged = await self.outbox.purge(now - int(retention * 1000))
         except Exception as exc:
             logger.warning("webhook outbox purge failed: %s", exc)
+            self._outbox_error()
             return
         if purged:
             logger.info("purged %d finished webhook deliveries", purged)
@@ -431,17 +459,26 @@ class WebhookDispatcher:
         await response.aclose()
         return response.status_code
 
+    def _outbox_error(self) -> None:
+        if self.observer is not None:
+            self.observer.on_webhook_outbox_error()
+
+    def _observe(self, outcome: str, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer.on_webhook_attempt(outcome, seconds)
+
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         attempt = delivery.attempts + 1
         timeout = min(delivery.retry.timeout_ms / 1000, self.settings.lease_seconds - 1)
         status: int | None = None
         error: str | None = None
-        final = False
+        final = refused = False
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
                 status = await self._send(delivery)
         except WebhookRefusedError as exc:
-            error, final = exc.message, True
+            error, final, refused = exc.message, True, True
         except httpx.InvalidURL as exc:
             error, final = f"Invalid URL: {exc}", True
         except TimeoutError:
@@ -455,6 +492,7 @@ class WebhookDispatcher:
             # die with the lease held, which would only delay the same failure.
             logger.exception("unexpected error delivering webhook %s", delivery.id)
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        seconds = time.perf_counter() - started
         now = now_ms()
         try:
             if error is None and status is not None and 200 <= status < 300:
@@ -465,6 +503,7 @@ class WebhookDispatcher:
                     attempts=attempt,
                     response_status=status,
                 )
+                self._observe("delivered", seconds)
                 return
             if error is None:
                 error = f"HTTP {status}"
@@ -477,6 +516,7 @@ class WebhookDispatcher:
                     error=error,
                     response_status=status,
                 )
+                self._observe("refused" if refused else "failed", seconds)
                 if recorded:
                     await self._report_failure(delivery, attempt, error)
                 return
@@ -490,12 +530,14 @@ class WebhookDispatcher:
                 error=error,
                 response_status=status,
             )
+            self._observe("retried", seconds)
             if self._next_local_due is None or due < self._next_local_due:
                 self._next_local_due = due
         except Exception as exc:
             # The outcome could not be recorded: the lease runs out and the delivery is
             # attempted again (at-least-once).
             logger.warning("could not record webhook delivery %s: %s", delivery.id, exc)
+            self._outbox_error()
 
     async def _report_failure(self, delivery: WebhookDelivery, attempts: int, error: str) -> None:
         logger.warning(
