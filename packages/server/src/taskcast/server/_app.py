@@ -109,6 +109,7 @@ def create_app(
     app.include_router(_tasks.router)
     app.include_router(_events.router)
     app.include_router(_webhook_routes.router)
+    app.router.routes.insert(0, _events.first_publish_route(app))
     if config.metrics or config.opentelemetry:
         install_metrics(app, engine, config)
     if config.cors_origins is not None:

@@ -19,13 +19,15 @@ from pydantic_core import from_json, to_json
 
 from ._errors import ApiError, validation_message
 
-__all__ = ["json_response", "read_json", "validate"]
+__all__ = ["json_response", "plain_json", "read_json", "validate"]
 
 T = TypeVar("T")
 
 # Only a number with a 3-digit exponent or a very long digit run can overflow a double (or
-# be too long to print); bodies without one skip the walk over the parsed value.
-_BIG_NUMBER: Final = re.compile(rb"[eE][+-]?\d{3}|\d{200}")
+# be too long to print); bodies without one skip the walk over the parsed value. Two
+# patterns search about twice as fast as one with both alternatives.
+_BIG_EXPONENT: Final = re.compile(rb"[eE][+-]?\d{3}")
+_LONG_DIGITS: Final = re.compile(rb"\d{200}")
 _MAX_INT: Final = 10**300
 
 
@@ -63,12 +65,25 @@ def _check_numbers(value: Any) -> None:
             raise ApiError(400, "Malformed JSON in request body: number out of range")
 
 
+def _maybe_big_number(body: bytes) -> bool:
+    return _BIG_EXPONENT.search(body) is not None or _LONG_DIGITS.search(body) is not None
+
+
+def plain_json(body: bytes) -> bool:
+    """Whether pydantic's own JSON parser accepts exactly what :func:`parse_json` accepts.
+
+    Bodies with ``NaN``/``Infinity`` or a number that may overflow (anywhere, strings
+    included: this only decides which path to take) need :func:`parse_json`'s checks.
+    """
+    return b"NaN" not in body and b"Infinity" not in body and not _maybe_big_number(body)
+
+
 def parse_json(body: bytes) -> Any:
     try:
         value = from_json(body, allow_inf_nan=False)
     except ValueError as exc:
         raise ApiError(400, f"Malformed JSON in request body: {exc}") from None
-    if _BIG_NUMBER.search(body):
+    if _maybe_big_number(body):
         _check_numbers(value)
     return value
 

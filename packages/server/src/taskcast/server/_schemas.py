@@ -17,6 +17,7 @@ from taskcast.core import Level, SeriesMode, TaskStatus
 __all__ = [
     "BATCH_ADAPTER",
     "CREATE_ADAPTER",
+    "EVENT_ADAPTER",
     "RESOLVE_ADAPTER",
     "TRANSITION_ADAPTER",
     "BlockedRequest",
@@ -186,4 +187,5 @@ class EventOut(_Out):
 CREATE_ADAPTER = TypeAdapter(CreateTaskBody)
 TRANSITION_ADAPTER = TypeAdapter(TransitionBody)
 BATCH_ADAPTER: TypeAdapter[EventBody | list[EventBody]] = TypeAdapter(PublishBody)
+EVENT_ADAPTER = TypeAdapter(EventBody)
 RESOLVE_ADAPTER = TypeAdapter(ResolveBody)
