@@ -23,6 +23,7 @@ from taskcast.core import (
     matches_type,
 )
 
+from ._batching import ScriptBatcher
 from ._client import command_client
 from ._codec import decode_event, draft_args, dumps, event_json
 from ._errors import guard
@@ -82,6 +83,7 @@ class RedisShortTermStore:
         self.keys = KeySpace(prefix)
         self._page_size = page_size
         self._scripts = Scripts.register(self._client)
+        self._commits = ScriptBatcher(self._client, self._scripts.commit)
 
     @property
     def client(self) -> Redis:
@@ -269,7 +271,7 @@ class RedisShortTermStore:
         for draft in drafts:
             args.extend(draft_args(task_id, draft))
         with guard():
-            reply = await self._scripts.commit(keys=self.keys.for_task(task_id).all(), args=args)
+            reply = await self._commits(self.keys.for_task(task_id).all(), args)
         status = reply[0]
         if status != b"ok":
             if status == b"notfound":
