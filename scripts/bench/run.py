@@ -124,6 +124,7 @@ class Server:
     tmp: tempfile.TemporaryDirectory[str] | None = None
     relay: bool = False
     drop_schema: tuple[str, str] | None = None
+    drop_prefix: tuple[str, str] | None = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -142,6 +143,21 @@ class Server:
             url, schema = self.drop_schema
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if self.drop_prefix is not None:
+            # Our private key prefix only: a shared prefix would pile up every run's events,
+            # and with PostgreSQL the next run's archive reconcile would copy them all.
+            import redis
+
+            url, prefix = self.drop_prefix
+            with redis.Redis.from_url(url) as client:
+                batch: list[bytes] = []
+                for key in client.scan_iter(match=prefix + ":*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        client.unlink(*batch)
+                        batch = []
+                if batch:
+                    client.unlink(*batch)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
@@ -180,6 +196,7 @@ def start_taskcast(storage: str, args: argparse.Namespace) -> Server:
         cmd += ["--db-path", str(Path(tmp.name) / "bench.db")]
     if kind == "redis":
         cmd += ["--redis-url", args.redis_url]
+        env["TASKCAST_REDIS_PREFIX"] = f"taskcast-bench-{os.getpid()}-{port}"
     if args.workers > 1:
         cmd += ["--workers", str(args.workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=None)
@@ -193,6 +210,8 @@ def start_taskcast(storage: str, args: argparse.Namespace) -> Server:
     server = Server(label, url, proc.pid, proc, tmp)
     if storage == "redis+pg":
         server.drop_schema = (args.postgres_url, env["TASKCAST_POSTGRES_SCHEMA"])
+    if kind == "redis":
+        server.drop_prefix = (args.redis_url, env["TASKCAST_REDIS_PREFIX"])
     return server
 
 
