@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,28 @@ async def test_group_commit_under_200_concurrent_publishers(sqlite_store: SQLite
     assert stats.largest_group == 200
     stored = await sqlite_store.get_events(task.id, EventQuery())
     assert [e.index for e in stored] == list(range(200))
+
+
+async def test_jobs_of_one_loop_turn_reach_the_thread_together(
+    sqlite_store: SQLiteStore,
+) -> None:
+    # The jobs submitted during one turn of the loop are handed to the thread at the end of
+    # the turn, as one batch: one wake-up (and GIL hand-over) instead of one per job, and
+    # one transaction.
+    writer = sqlite_store._writer
+    assert writer is not None
+    loop = asyncio.get_running_loop()
+    before = sqlite_store.stats
+    futures = [loop.create_future() for _ in range(3)]
+    for future in futures:
+        writer.submit(Job(lambda conn: conn.execute("SELECT 1").fetchone(), loop, future))
+    # Block the loop on purpose: the thread would have run the jobs by now, had it been woken.
+    time.sleep(0.05)  # noqa: ASYNC251
+    assert sqlite_store.stats == before
+    assert await asyncio.gather(*futures) == [(1,)] * 3
+    stats = sqlite_store.stats
+    assert stats.jobs - before.jobs == 3
+    assert stats.transactions - before.transactions == 1
 
 
 async def test_futures_resolve_in_commit_order(sqlite_store: SQLiteStore) -> None:
