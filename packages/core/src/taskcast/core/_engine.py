@@ -22,7 +22,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTerminalError,
 )
-from ._filters import STATUS_EVENT
+from ._filters import DELETED_EVENT, STATUS_EVENT
 from ._hooks import HookRunner, TaskcastHooks
 from ._hub import Hub
 from ._ids import new_id, now_ms
@@ -48,7 +48,6 @@ __all__ = ["DELETED_EVENT", "EngineLimits", "EventInput", "TaskEngine", "TaskInp
 
 logger = logging.getLogger("taskcast.core.engine")
 
-DELETED_EVENT = "taskcast:deleted"
 """Broadcast-only marker telling live subscribers that a task was deleted."""
 
 # A compare-and-set that keeps losing to non-conflicting writers is retried this often.

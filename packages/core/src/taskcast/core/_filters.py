@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from ._models import TaskEvent
 
-__all__ = ["STATUS_EVENT", "EventFilter", "matches_type"]
+__all__ = ["DELETED_EVENT", "STATUS_EVENT", "EventFilter", "matches_type"]
 
 STATUS_EVENT = "taskcast:status"
+DELETED_EVENT = "taskcast:deleted"
 
 
 def matches_type(event_type: str | None, patterns: Sequence[str] | None) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
 from ._errors import TaskcastError
-from ._filters import STATUS_EVENT, EventFilter
+from ._filters import DELETED_EVENT, STATUS_EVENT, EventFilter
 from ._hub import Subscriber
 from ._models import TERMINAL_STATUSES, EventQuery, TaskEvent
 from ._series import Collapser
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["StreamOptions", "TaskStream"]
 
 HOLD_STATUSES: Final = frozenset({"pending", "assigned"})
-_DELETED: Final = "taskcast:deleted"
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -77,6 +76,9 @@ class TaskStream:
         self._last = -1
         self._terminal: str | None = None
         self._accumulated = options.series_format == "accumulated"
+        self._wrap = options.wrap
+        # Every live event is sent and counted: no filter, no filteredIndex cursor.
+        self._every = options.filter.is_everything and options.since_index is None
         self._write: Callable[[bytes], bool] | None = None
         self.end_reason: str | None = None
 
@@ -94,11 +96,31 @@ class TaskStream:
     def _direct(self, wires: Sequence[WireEvent]) -> bool:
         write = self._write
         assert write is not None
+        if len(wires) == 1 and self._every:
+            # The usual live event: one per dispatch to an unfiltered stream. Subscribers with
+            # the same filteredIndex get the same bytes object (see WireEvent.frame).
+            wire = wires[0]
+            if not wire.plain or wire.event.index != self._last + 1:
+                return False
+            fi = self._filtered
+            if not write(
+                wire.frame(wrap=self._wrap, accumulated=self._accumulated, filtered_index=fi)
+            ):
+                return False
+            self._filtered = fi + 1
+            self._last += 1
+        elif not self._direct_many(write, wires):
+            return False
+        observer = self._engine.hub.observer
+        if observer is not None:
+            observer.on_live_lag(time.time() - wires[0].event.timestamp / 1000)
+        return True
+
+    def _direct_many(self, write: Callable[[bytes], bool], wires: Sequence[WireEvent]) -> bool:
         last = self._last
         for wire in wires:
-            event = wire.event
             last += 1
-            if event.index != last or event.type == _DELETED or _terminal_status(event):
+            if wire.event.index != last or not wire.plain:
                 return False
         opt = self._opt
         matches = opt.filter.matches
@@ -115,9 +137,6 @@ class TaskStream:
             return False
         self._filtered = fi
         self._last = last
-        observer = self._engine.hub.observer
-        if observer is not None:
-            observer.on_live_lag(time.time() - wires[0].event.timestamp / 1000)
         return True
 
     def _frame(self, wire: WireEvent) -> bytes | None:
@@ -200,7 +219,7 @@ class TaskStream:
             released = False
             for wire in batch or ():
                 event = wire.event
-                if event.type == _DELETED:
+                if event.type == DELETED_EVENT:
                     self.end_reason = "deleted"
                     yield [done_frame("deleted")]
                     return
@@ -335,7 +354,7 @@ class TaskStream:
                 group: list[bytes] = []
                 for wire in batch:
                     event = wire.event
-                    if event.type == _DELETED:
+                    if event.type == DELETED_EVENT:
                         self.end_reason = "deleted"
                         group.append(done_frame("deleted"))
                         yield group

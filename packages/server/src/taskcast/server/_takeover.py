@@ -40,6 +40,31 @@ _CYCLE = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
+class _Framed:
+    """The last chunk framed for chunked encoding, keyed by the identity of its body.
+
+    A live event goes to every subscriber with the same filteredIndex as one bytes object
+    (``WireEvent.frame``), so a fan-out frames it once instead of once per connection. The
+    pair is read and replaced as one tuple, so servers on several threads cannot mix them.
+    """
+
+    __slots__ = ("_memo",)
+
+    def __init__(self) -> None:
+        self._memo = (b"", _LAST_CHUNK)
+
+    def __call__(self, body: bytes) -> bytes:
+        memo = self._memo
+        if memo[0] is body:
+            return memo[1]
+        chunk = b"%x\r\n%b\r\n" % (len(body), body)
+        self._memo = (body, chunk)
+        return chunk
+
+
+_framed = _Framed()
+
+
 def take_over(send: Send) -> SSEConnection | None:
     """Take the connection behind uvicorn's ``send`` over, or None where that is not possible.
 
@@ -117,7 +142,7 @@ class SSEConnection(asyncio.Protocol):
         """Write one body chunk now; False (nothing written) while backed up or closed."""
         if self._paused or self._closed:
             return False
-        self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        self._transport.write(_framed(chunk))
         return True
 
     def start(
