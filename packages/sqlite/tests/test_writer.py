@@ -20,6 +20,7 @@ from taskcast.core import (
     TaskTerminalError,
 )
 from taskcast.sqlite import SQLiteStore, WriterStats
+from taskcast.sqlite._checkpoint import FALLBACK_PAGES, Checkpointer
 from taskcast.sqlite._writer import Job, Writer
 
 from ._helpers import draft, make_task, raw_connection, writer_held
@@ -343,4 +344,113 @@ def test_results_for_a_closed_loop_are_dropped(caplog: pytest.LogCaptureFixture)
 
 
 def test_stats_default() -> None:
-    assert WriterStats() == WriterStats(transactions=0, jobs=0, largest_group=0)
+    assert WriterStats() == WriterStats(transactions=0, jobs=0, largest_group=0, checkpoints=0)
+
+
+async def test_a_lone_failing_job_rolls_back_only_itself(sqlite_store: SQLiteStore) -> None:
+    # A group of one runs without a savepoint: its own transaction is rolled back instead.
+    task = make_task()
+    await sqlite_store.create_task(task)
+
+    def half_done(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE tasks SET next_index = 99 WHERE id = ?", (task.id,))
+        raise sqlite3.IntegrityError("constraint refused")
+
+    with pytest.raises(StorageUnavailableError, match="constraint refused"):
+        await sqlite_store._write(half_done)
+    with pytest.raises(TaskNotFoundError):
+        await sqlite_store.commit_events("no-such-task", [draft()])
+    assert await sqlite_store.last_index(task.id) == -1
+    assert (await sqlite_store.commit_events(task.id, [draft()])).events[0].index == 0
+
+
+async def test_a_lone_lost_transaction_is_a_storage_error(sqlite_store: SQLiteStore) -> None:
+    task = make_task()
+    await sqlite_store.create_task(task)
+
+    def lose_everything(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with pytest.raises(StorageUnavailableError, match="disk is full"):
+        await sqlite_store._write(lose_everything)
+    assert (await sqlite_store.commit_events(task.id, [draft()])).events[0].index == 0
+
+
+async def test_checkpoints_run_on_their_own_thread(sqlite_store: SQLiteStore) -> None:
+    # The writer only asks; a checkpoint inside a COMMIT would make one publisher wait
+    # milliseconds. The writer connection keeps a large automatic checkpoint as fallback.
+    writer = sqlite_store._writer
+    assert writer is not None and writer.checkpointer is not None
+    checkpointed_on: list[str] = []
+    thread_of_writer: list[str] = []
+    original = writer.checkpointer._run
+
+    def spy(conn: sqlite3.Connection) -> None:
+        checkpointed_on.append(threading.current_thread().name)
+        original(conn)
+
+    writer.checkpointer._run = spy  # type: ignore[method-assign]
+    task = make_task()
+    await sqlite_store.create_task(task)
+    autocheckpoint = await sqlite_store._write(
+        lambda conn: (
+            thread_of_writer.append(threading.current_thread().name),
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+        )[1]
+    )
+    assert autocheckpoint == FALLBACK_PAGES
+    for i in range(260):  # one transaction each: past the request threshold
+        await sqlite_store.commit_events(task.id, [draft(i)])
+    for _ in range(200):
+        if sqlite_store.stats.checkpoints:
+            break
+        await asyncio.sleep(0.01)
+    assert sqlite_store.stats.checkpoints >= 1
+    assert checkpointed_on and checkpointed_on[0] == "taskcast-sqlite-checkpoint"
+    assert thread_of_writer == ["taskcast-sqlite-writer"]
+    # Everything committed is still there, and the WAL was copied into the file.
+    assert await sqlite_store.last_index(task.id) == 259
+    with raw_connection(sqlite_store.path) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM events WHERE task_id = ?", (task.id,)).fetchone()[0]
+            == 260
+        )
+
+
+async def test_a_failing_checkpoint_is_logged_and_the_store_goes_on(
+    sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = sqlite_store._writer
+    assert writer is not None and writer.checkpointer is not None
+
+    def refuse(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    writer.checkpointer._run = refuse  # type: ignore[method-assign]
+    task = make_task()
+    await sqlite_store.create_task(task)
+    with caplog.at_level(logging.WARNING, logger="taskcast.sqlite._checkpoint"):
+        for i in range(260):
+            await sqlite_store.commit_events(task.id, [draft(i)])
+        for _ in range(200):
+            if "background checkpoint failed" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+    assert "background checkpoint failed: disk I/O error" in caplog.text
+    assert await sqlite_store.last_index(task.id) == 259
+
+
+def test_checkpointer_without_a_connection_leaves_checkpoints_to_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse() -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    checkpointer = Checkpointer(refuse)
+    with caplog.at_level(logging.WARNING, logger="taskcast.sqlite._checkpoint"):
+        checkpointer.start()
+        checkpointer.request()
+        checkpointer.stop()
+    assert "no checkpoint connection" in caplog.text
+    assert checkpointer.checkpoints == 0

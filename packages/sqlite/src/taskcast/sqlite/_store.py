@@ -25,6 +25,7 @@ from taskcast.core import (
 )
 
 from . import _ops
+from ._checkpoint import FALLBACK_PAGES, Checkpointer
 from ._migrations import migrate
 from ._outbox import SQLiteWebhookOutbox
 from ._writer import Job, Writer, WriterStats, storage_error
@@ -191,6 +192,8 @@ class SQLiteStore:
             if str(mode).lower() != "wal":  # pragma: no cover - only on exotic filesystems
                 raise StorageUnavailableError("sqlite", f"{self.path}: WAL mode refused ({mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # Checkpoints run on their own thread (see _checkpoint); this is the fallback.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_PAGES:d}")
             migrate(conn, str(self.path))
         except sqlite3.Error as exc:
             raise storage_error(exc, f"cannot use {self.path}") from exc
@@ -209,6 +212,9 @@ class SQLiteStore:
                 raise StorageUnavailableError("sqlite", f"cannot use {self.path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise storage_error(exc, f"cannot use {self.path}") from exc
+            checkpointer = Checkpointer(self._connect_reader)
+            checkpointer.start()
+            writer.checkpointer = checkpointer
             self._readers = _Readers(self._connect_reader, self.read_threads)
             self._writer = writer
             logger.debug("opened %s", self.path)
@@ -220,6 +226,8 @@ class SQLiteStore:
             self._writer = self._readers = None
             if writer is not None:
                 await writer.stop()
+                if writer.checkpointer is not None:
+                    await asyncio.to_thread(writer.checkpointer.stop)
             if readers is not None:
                 await asyncio.to_thread(readers.shutdown)
 

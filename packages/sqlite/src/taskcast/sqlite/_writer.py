@@ -16,10 +16,12 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from taskcast.core import StorageUnavailableError, TaskcastError
+
+from ._checkpoint import Checkpointer
 
 __all__ = ["Job", "Writer", "WriterStats", "storage_error"]
 
@@ -43,6 +45,8 @@ class WriterStats:
     """Write operations run (succeeded or raised)."""
     largest_group: int = 0
     """The most operations one transaction carried."""
+    checkpoints: int = 0
+    """WAL checkpoints run by the background checkpoint thread."""
 
 
 @dataclass(slots=True, eq=False)
@@ -55,6 +59,11 @@ class Job:
 
 
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+# A background checkpoint is asked for after this many transactions or changed rows,
+# whichever comes first: about SQLite's own 1,000-page threshold for single-event commits.
+_CHECKPOINT_TRANSACTIONS: Final = 250
+_CHECKPOINT_CHANGES: Final = 3000
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
@@ -84,10 +93,17 @@ class Writer:
         self._stats = WriterStats()
         self._ready: Job | None = None
         self._closed: Job | None = None
+        self.checkpointer: Checkpointer | None = None
+        """Set by the store once the thread runs: WAL checkpoints then leave the writer (see
+        _checkpoint)."""
+        self._since_checkpoint = (0, 0)  # (transactions, total_changes) at the last request
 
     @property
     def stats(self) -> WriterStats:
-        return self._stats
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            return self._stats
+        return replace(self._stats, checkpoints=checkpointer.checkpoints)
 
     @property
     def alive(self) -> bool:
@@ -196,6 +212,7 @@ class Writer:
                 jobs=self._stats.jobs + len(group),
                 largest_group=max(self._stats.largest_group, len(group)),
             )
+            self._maybe_checkpoint(conn)
         # One callback per loop keeps the resolution order of each loop's futures.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for job, outcome in zip(group, outcomes, strict=True):
@@ -203,37 +220,58 @@ class Writer:
         for loop, items in by_loop.items():
             self._call(loop, items)
 
+    def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            return
+        transactions, changes = self._stats.transactions, conn.total_changes
+        last_transactions, last_changes = self._since_checkpoint
+        if (
+            transactions - last_transactions >= _CHECKPOINT_TRANSACTIONS
+            or changes - last_changes >= _CHECKPOINT_CHANGES
+        ):
+            self._since_checkpoint = (transactions, changes)
+            checkpointer.request()
+
     def _transaction(self, conn: sqlite3.Connection, group: list[Job]) -> list[_Outcome]:
+        # A group of one needs no savepoint: its transaction is its undo (two statements
+        # fewer on the commit path of a lone publish).
+        lone = len(group) == 1
+        undo = ("ROLLBACK",) if lone else ("ROLLBACK TO job", "RELEASE job")
         conn.execute("BEGIN IMMEDIATE")
         outcomes: list[_Outcome] = []
         for job in group:
-            conn.execute("SAVEPOINT job")
-            try:
-                result = job.fn(conn)
-            except TaskcastError as exc:
-                conn.execute("ROLLBACK TO job")
+            if not lone:
+                conn.execute("SAVEPOINT job")
+            outcome = self._run_job(conn, job, undo)
+            if outcome[2] is None and not lone:
                 conn.execute("RELEASE job")
-                outcomes.append((job.future, None, exc))
-                continue
-            except sqlite3.Error as exc:
-                if not conn.in_transaction:
-                    # SQLite rolled the whole transaction back (e.g. SQLITE_FULL): the jobs
-                    # before this one are lost too, so fail the group.
-                    raise
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((job.future, None, storage_error(exc, "write failed")))
-                continue
-            except Exception as exc:
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                logger.exception("unexpected error in a sqlite write")
-                outcomes.append((job.future, None, exc))
-                continue
-            conn.execute("RELEASE job")
-            outcomes.append((job.future, result, None))
-        conn.execute("COMMIT")
+            outcomes.append(outcome)
+        if conn.in_transaction:
+            conn.execute("COMMIT")
         return outcomes
+
+    @staticmethod
+    def _run_job(conn: sqlite3.Connection, job: Job, undo: tuple[str, ...]) -> _Outcome:
+        """Run one job; if it raises, undo what it wrote (``undo``) and return its error."""
+        try:
+            result = job.fn(conn)
+        except TaskcastError as exc:
+            error: BaseException = exc
+        except sqlite3.Error as exc:
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (e.g. SQLITE_FULL): the jobs
+                # before this one are lost too, so fail the group.
+                raise
+            error = storage_error(exc, "write failed")
+        except Exception as exc:
+            logger.exception("unexpected error in a sqlite write")
+            error = exc
+        else:
+            return (job.future, result, None)
+        for statement in undo:
+            conn.execute(statement)
+        return (job.future, None, error)
 
     def _fail_leftovers(self) -> None:
         # Jobs that raced with stop(): the connection is gone, answer them instead of
