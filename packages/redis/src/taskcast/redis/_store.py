@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from redis.asyncio import Redis
 from taskcast.core import (
@@ -24,18 +24,32 @@ from taskcast.core import (
 )
 
 from ._batching import ScriptBatcher
+from ._channel import RespChannel, ScriptCall, channel_settings
 from ._client import command_client
 from ._codec import decode_event, draft_args, dumps, event_json
 from ._errors import guard
 from ._keys import KeySpace
 from ._outbox import RedisWebhookOutbox
-from ._scripts import Scripts
+from ._scripts import Scripts, script_source
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
 
 __all__ = ["RedisShortTermStore"]
 
 logger = logging.getLogger(__name__)
 
 _MGET_CHUNK: Final = 500
+
+ScriptRunner = Callable[[Sequence[Any], Sequence[Any]], Awaitable[Any]]
+"""``run(keys, args)``: one script, through the store's own channel or redis-py."""
+
+
+def _keyword_call(script: AsyncScript) -> ScriptRunner:
+    def run(keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]:
+        return script(keys=keys, args=args)
+
+    return run
 
 
 class RedisShortTermStore:
@@ -51,8 +65,9 @@ class RedisShortTermStore:
             it is not closed by :meth:`close`).
         prefix: Key and channel prefix; processes that share tasks use the same one.
         socket_timeout: Seconds to wait for a reply before the operation fails with
-            :class:`~taskcast.core.StorageUnavailableError` (URL form only).
-        connect_timeout: Seconds to wait for a connection (URL form only).
+            :class:`~taskcast.core.StorageUnavailableError` (for a client you pass, only
+            on the store's own script connection; the client keeps its settings).
+        connect_timeout: Seconds to wait for a connection (likewise).
         page_size: Events per round trip when reading history.
     """
 
@@ -83,7 +98,20 @@ class RedisShortTermStore:
         self.keys = KeySpace(prefix)
         self._page_size = page_size
         self._scripts = Scripts.register(self._client)
-        self._commits = ScriptBatcher(self._client, self._scripts.commit)
+        settings = channel_settings(self._client)
+        self._channel: RespChannel | None = None
+        self._commits: ScriptRunner
+        self._read_events: ScriptRunner
+        if settings is None:
+            # TLS, a credential provider or a custom connection class: stay with redis-py.
+            self._commits = ScriptBatcher(self._client, self._scripts.commit)
+            self._read_events = _keyword_call(self._scripts.read_events)
+        else:
+            self._channel = RespChannel(
+                settings, socket_timeout=socket_timeout, connect_timeout=connect_timeout
+            )
+            self._commits = ScriptCall(self._channel, script_source("commit"))
+            self._read_events = ScriptCall(self._channel, script_source("read_events"))
 
     @property
     def client(self) -> Redis:
@@ -101,6 +129,8 @@ class RedisShortTermStore:
         await self.ping()
 
     async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
         if self._owned:
             await self._client.aclose()
 
@@ -308,7 +338,7 @@ class RedisShortTermStore:
             if size <= 0:
                 return out
             with guard():
-                raws = await self._scripts.read_events(keys=[k.events, k.idx], args=[after, size])
+                raws = await self._read_events([k.events, k.idx], [after, size])
             for raw in raws:
                 event = decode_event(raw)
                 # Re-reading from the last index seen keeps paging right even when a
