@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +19,14 @@ from starlette.routing import Route
 
 from taskcast.core import (
     ConfigError,
+    EventInput,
     MemoryShortTermStore,
     MemoryWebhookOutbox,
     TaskcastHooks,
     TaskEngine,
     TaskInput,
     WebhookConfig,
+    WebhookDelivery,
     WebhookRetry,
 )
 from taskcast.server import (
@@ -320,6 +324,88 @@ async def test_stop_gives_in_flight_deliveries_back(receiver: Receiver, eventual
         assert not dispatcher.running
 
 
+async def _stops(dispatcher: WebhookDispatcher) -> bool:
+    """Whether ``dispatcher.stop()`` returns (within a generous 30 s)."""
+    stopping = asyncio.ensure_future(dispatcher.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=30)
+    for task in done:
+        task.result()
+    return bool(done)
+
+
+class _LosesCancellation(MemoryWebhookOutbox):
+    """A slow outbox whose claims absorb a cancellation, as redis-py's commands do on Python
+    3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of raising
+    when the cancel lands just after the write finished (CPython gh-86296)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claiming = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.lost = 0
+
+    async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[WebhookDelivery]:
+        self.claiming.set()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.lost += 1
+        return await super().claim_due(now, limit, lease_ms)
+
+
+async def test_stop_ends_the_loop_when_its_cancellation_is_lost(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    outbox = _LosesCancellation()
+    dispatcher = WebhookDispatcher(engine, SETTINGS, outbox=outbox)
+    async with engine:
+        await dispatcher.start()
+        await outbox.claiming.wait()  # the loop's first claim waits on the slow outbox
+        task = await engine.create_task(TaskInput(webhooks=[{"url": receiver.url}]))
+        await engine.transition_task(task.id, "running")  # a delivery is due now
+        # Before the fix the loop went on after the lost cancellation and stop() never
+        # returned.
+        stopped = await _stops(dispatcher)
+        outbox.gate.set()  # (so that a loop left running can be cancelled at teardown)
+        assert stopped, "stop() did not return"
+        assert outbox.lost == 1
+        # The claim that absorbed the stop took the due delivery: it is given back unsent.
+        (item,) = await outbox.list_for_task(task.id, 5)
+        assert (item.status, item.attempts, item.lease) == ("pending", 0, "")
+    assert receiver.requests == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_stop_is_bounded_when_the_loop_never_ends(caplog: pytest.LogCaptureFixture) -> None:
+    class _Stuck(MemoryWebhookOutbox):
+        def __init__(self) -> None:
+            super().__init__()
+            self.claiming = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[WebhookDelivery]:
+            self.claiming.set()
+            while not self.gate.is_set():  # deaf to cancellation: every one is absorbed
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.gate.wait()
+            return []
+
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    outbox = _Stuck()
+    settings = WebhookSettings(allow_private=True, poll_seconds=0.05, stop_timeout_seconds=0.2)
+    dispatcher = WebhookDispatcher(engine, settings, outbox=outbox)
+    async with engine:
+        await dispatcher.start()
+        await outbox.claiming.wait()
+        await asyncio.wait_for(dispatcher.stop(), 30)
+        assert not dispatcher.running
+        assert "did not stop within 0.2 s" in caplog.text
+        assert "claim_due" in caplog.text  # where it is stuck
+        outbox.gate.set()  # let the abandoned loop end (it sees its stop, then exits)
+        await asyncio.sleep(0.05)
+
+
 async def test_events_before_start_are_not_enqueued(receiver: Receiver) -> None:
     engine = TaskEngine(short_term=MemoryShortTermStore())
     outbox = MemoryWebhookOutbox()
@@ -442,6 +528,7 @@ def test_settings_validation() -> None:
         ({"lease_seconds": 1}, "lease_seconds"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"retention_seconds": -1}, "retention_seconds"),
+        ({"stop_timeout_seconds": 0}, "stop_timeout_seconds"),
     ):
         with pytest.raises(ConfigError, match=message):
             WebhookSettings(**kwargs)  # type: ignore[arg-type]
@@ -646,6 +733,40 @@ async def test_redis_backed_instances_deliver_each_event_once(
         listed = await deliveries(other, task_id)
         assert len(listed) == 20
     assert sorted(b["data"] for b in receiver.bodies()) == list(range(20))
+
+
+async def test_redis_outbox_stops_promptly_wherever_the_stop_lands(
+    redis_prefix: tuple[str, str], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Start and stop over the real Redis outbox, the stop landing 0, 1, 2... event-loop turns
+    into a claim. On Python 3.11 a cancel landing while redis-py's wait_for-wrapped socket
+    write is finishing is lost (CPython gh-86296); the dispatcher must stop all the same."""
+    from taskcast.redis import RedisWebhookOutbox
+
+    class _Observed(RedisWebhookOutbox):
+        claiming = asyncio.Event()
+
+        async def claim_due(self, now: int, limit: int, lease_ms: int) -> list[WebhookDelivery]:
+            self.claiming.set()
+            return await super().claim_due(now, limit, lease_ms)
+
+    url, prefix = redis_prefix
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    outbox = _Observed(url, prefix=prefix)
+    dispatcher = WebhookDispatcher(engine, SETTINGS, outbox=outbox)
+    async with engine:
+        task = await engine.create_task(TaskInput(webhooks=[{"url": receiver.url}]))
+        await engine.transition_task(task.id, "running")
+        for turns in range(40):
+            outbox.claiming.clear()
+            await dispatcher.start()
+            # Deliveries in flight too: one event per round, sent while the loop runs.
+            await engine.publish_event(task.id, EventInput(type="n", data=turns))
+            await outbox.claiming.wait()
+            for _ in range(turns % 20):
+                await asyncio.sleep(0)
+            assert await _stops(dispatcher), f"stop() did not return (stop {turns} turns in)"
+    assert "did not stop" not in caplog.text
 
 
 async def test_unusable_stored_urls_fail_at_once(failures: list[Any], eventually: Any) -> None:

@@ -293,12 +293,13 @@ class Supervisor(Multiprocess):
     """uvicorn's worker supervisor with a stop deadline.
 
     uvicorn joins its workers without a timeout, so one worker that never finishes its
-    shutdown (seen intermittently: a worker still idle in its loop after the SIGTERM) kept
-    ``taskcast start --workers N`` from ever exiting. Here a worker still alive is sent
-    SIGTERM again each second (one that was still starting may have missed the first) and
-    killed once ``grace_seconds`` have passed. Nothing acknowledged is lost by the kill:
-    commits are in Redis before any answer, and archive writes still queued are restored by
-    the next start's reconcile.
+    shutdown kept ``taskcast start --workers N`` from ever exiting. (The case seen, a
+    worker's webhook loop going on after its cancellation was lost on Python 3.11, is fixed
+    in the dispatcher, whose stop is bounded now; this deadline is the safety net for any
+    other.) Here a worker still alive is sent SIGTERM again each second (one that was still
+    starting may have missed the first) and killed once ``grace_seconds`` have passed.
+    Nothing acknowledged is lost by the kill: commits are in Redis before any answer, and
+    archive writes still queued are restored by the next start's reconcile.
     """
 
     def __init__(

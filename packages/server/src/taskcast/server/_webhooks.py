@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -117,6 +116,10 @@ class WebhookSettings:
     """Most deliveries sent at once by this process."""
     retention_seconds: float = 7 * 24 * 3600.0
     """Delivered and failed records older than this are purged (0 keeps them)."""
+    stop_timeout_seconds: float = 5.0
+    """Longest :meth:`WebhookDispatcher.stop` waits for its loop and the deliveries in flight
+    (then for giving those back); whatever still runs after that is logged and left (a
+    delivery not given back is claimed again when its lease runs out)."""
     user_agent: str = "Taskcast-Webhooks/1"
 
     def __post_init__(self) -> None:
@@ -138,6 +141,8 @@ class WebhookSettings:
             raise ConfigError("webhooks max_in_flight must be positive")
         if self.retention_seconds < 0:
             raise ConfigError("webhooks retention_seconds must not be negative")
+        if self.stop_timeout_seconds <= 0:
+            raise ConfigError("webhooks stop_timeout_seconds must be positive")
 
     @property
     def hooks(self) -> tuple[WebhookConfig, ...]:
@@ -209,6 +214,18 @@ async def resolve_public(host: str, port: int) -> str:
     return addresses[0]
 
 
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` is suspended: its chain of awaits, outermost first."""
+    places = []
+    awaitable: Any = task.get_coro()
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is not None:
+            places.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return " -> ".join(places) or repr(task)
+
+
 def _body(event: TaskEvent, wrap: bool) -> str:
     if wrap:
         payload = envelope_dict(event, event.index, event.data)
@@ -246,6 +263,7 @@ class WebhookDispatcher:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], WebhookDelivery] = {}
         self._wake = asyncio.Event()
         self._next_local_due: int | None = None
@@ -280,33 +298,79 @@ class WebhookDispatcher:
             headers={"User-Agent": self.settings.user_agent},
         )
         self._wake = asyncio.Event()
+        # One event per run: a loop left over from an earlier run still sees its own stop.
+        self._stopping = asyncio.Event()
         self._running = True
-        self._loop_task = asyncio.create_task(self._run(), name="taskcast-webhooks")
+        self._loop_task = asyncio.create_task(self._run(self._stopping), name="taskcast-webhooks")
 
     async def stop(self) -> None:
-        """Stop sending; deliveries in flight are given back to the outbox unattempted."""
+        """Stop sending; deliveries in flight are given back to the outbox unattempted.
+
+        Bounded: the loop and the deliveries in flight get ``settings.stop_timeout_seconds``
+        in all to end, and giving the cancelled deliveries back gets what remains of it (at
+        least a second). Anything still running then is logged and left behind; a delivery
+        not given back is claimed again once its lease runs out.
+        """
         if not self._running:
             return
         self._running = False
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        loop = asyncio.get_running_loop()
+        limit = self.settings.stop_timeout_seconds
+        deadline = loop.time() + limit
+        loop_task, self._loop_task = self._loop_task, None
+        if loop_task is not None:
+            # The loop ends at its next check of the stop event even if the cancellation
+            # is lost on the way (see _run); the cancel only cuts short an outbox call.
+            self._stopping.set()
+            self._wake.set()
+            loop_task.cancel()
+            # asyncio.wait does not depend on the task acting on its cancellation.
+            await asyncio.wait({loop_task}, timeout=limit)
+            if not loop_task.done():
+                logger.error(
+                    "webhook dispatcher loop did not stop within %.1f s; left running at %s",
+                    limit,
+                    _awaiting(loop_task),
+                )
+            elif not loop_task.cancelled() and loop_task.exception() is not None:
+                logger.error("webhook dispatcher loop failed", exc_info=loop_task.exception())
         inflight = dict(self._inflight)
         for task in inflight:
             task.cancel()
+        if inflight:
+            await asyncio.wait(inflight, timeout=max(0.0, deadline - loop.time()))
+        given_back = [delivery for task, delivery in inflight.items() if task.cancelled()]
+        running = [delivery.id for task, delivery in inflight.items() if not task.done()]
         for task, delivery in inflight.items():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if task.cancelled():
-                try:
-                    await self.outbox.release(delivery.id, delivery.lease, now=now_ms())
-                except Exception as exc:  # its lease runs out instead
-                    logger.warning("could not release webhook delivery %s: %s", delivery.id, exc)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error("webhook delivery %s failed", delivery.id, exc_info=task.exception())
+        if running:
+            logger.warning(
+                "%d webhook deliveries still running after %.1f s, left to their leases: %s",
+                len(running),
+                limit,
+                ", ".join(running),
+            )
+        if given_back:
+            releasing = asyncio.create_task(self._release(given_back))
+            await asyncio.wait({releasing}, timeout=max(1.0, deadline - loop.time()))
+            if not releasing.done():
+                releasing.cancel()
+                logger.warning(
+                    "giving webhook deliveries back did not finish in time; "
+                    "the rest are claimed again when their leases run out"
+                )
         if self._client is not None:
             await self._client.aclose()
             self._client = None
         await self.outbox.close()
+
+    async def _release(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        for delivery in deliveries:
+            try:
+                await self.outbox.release(delivery.id, delivery.lease, now=now_ms())
+            except Exception as exc:  # its lease runs out instead
+                logger.warning("could not release webhook delivery %s: %s", delivery.id, exc)
 
     # -- enqueue ---------------------------------------------------------------------
 
@@ -379,9 +443,17 @@ class WebhookDispatcher:
 
     # -- sending ---------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, stopping: asyncio.Event) -> None:
+        # The loop ends when ``stopping`` is set, not only when a CancelledError reaches it:
+        # a cancellation can be lost on the way. On Python 3.11 asyncio.wait_for returns the
+        # inner result when the cancel lands after the inner task finished but before
+        # wait_for resumed (CPython gh-86296, fixed in 3.12), and redis-py wraps the socket
+        # write of every command in wait_for, so a stop arriving during an outbox claim was
+        # often lost; a loop that only cancellation could end then ran forever and held up
+        # stop() and the server's shutdown.
         lease_ms = int(self.settings.lease_seconds * 1000)
-        while True:
+        loop = asyncio.get_running_loop()
+        while not stopping.is_set():
             self._wake.clear()
             free = self.settings.max_in_flight - len(self._inflight)
             full = False
@@ -395,6 +467,11 @@ class WebhookDispatcher:
                     logger.warning("webhook outbox claim failed: %s", exc)
                     self._outbox_error()
                     batch = []
+                if stopping.is_set():
+                    # Stopped during the claim and its cancellation lost: give the batch
+                    # back unattempted, as stop() does with deliveries in flight.
+                    await self._release(batch)
+                    return
                 for delivery in batch:
                     task = asyncio.create_task(self._deliver(delivery))
                     self._inflight[task] = delivery
@@ -407,8 +484,12 @@ class WebhookDispatcher:
             timeout = self.settings.poll_seconds
             if self._next_local_due is not None:
                 timeout = max(0.0, min(timeout, (self._next_local_due - now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # A timer sets the wake event: no inner task, no wait_for (see above).
+            timer = loop.call_later(timeout, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
