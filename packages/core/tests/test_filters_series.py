@@ -1,5 +1,7 @@
 from typing import Any
 
+from hypothesis import given, strategies as st
+
 from taskcast.core import (
     Collapser,
     EventDraft,
@@ -180,3 +182,86 @@ def test_event_copy_matches_dataclasses_replace() -> None:
     changed = event.copy(index=9, data="x")
     assert changed.index == 9 and changed.data == "x" and changed.accumulated == {"a": 2}
     assert event.index == 3
+
+
+def _reference_collapse(events: list[TaskEvent]) -> list[tuple[int, Any, bool | None]]:
+    """The collapse rules spelled out naively: the value re-joined on every delta."""
+    values: dict[str, Any] = {}
+    sent: set[str] = set()
+    out: list[tuple[int, Any, bool | None]] = []
+    run: list[Any] = []  # [series id, last event, pieces, appends only]
+
+    def emit() -> None:
+        sid, last, pieces, appends_only = run
+        first = sid not in sent
+        sent.add(sid)
+        field_name = last.series_acc_field or "delta"
+        if first or not appends_only:
+            out.append((last.index, values[sid], True))
+        elif len(pieces) == 1:
+            out.append((last.index, last.data, None))
+        else:
+            out.append((last.index, {**last.data, field_name: "".join(pieces)}, None))
+        run.clear()
+
+    for event in events:
+        if event.series_mode == "accumulate" and event.series_id is not None:
+            sid, field_name = event.series_id, event.series_acc_field or "delta"
+            previous = values.get(sid)
+            appends = (
+                sid in values
+                and isinstance(previous, dict)
+                and isinstance(event.data, dict)
+                and isinstance(previous.get(field_name), str)
+                and isinstance(event.data.get(field_name), str)
+            )
+            values[sid] = accumulate(None if sid not in values else ev(0, previous), event)
+            if run and run[0] != sid:
+                emit()
+            if not run:
+                run.extend([sid, event, [], True])
+            run[1] = event
+            if appends:
+                run[2].append(event.data[field_name])
+            else:
+                run[3] = False
+            continue
+        if run:
+            emit()
+        out.append((event.index, event.data, event.series_snapshot))
+    if run:
+        emit()
+    return out
+
+
+_DATA = st.one_of(
+    st.builds(lambda t: {"delta": t}, st.text(max_size=3)),
+    st.builds(lambda t, k: {"delta": t, "k": k}, st.text(max_size=3), st.integers(0, 3)),
+    st.builds(lambda t: {"text": t}, st.text(max_size=3)),
+    st.builds(lambda t: {"text": t, "delta": t + "!"}, st.text(max_size=3)),
+    st.just({"delta": 1}),
+    st.just("plain"),
+    st.just(None),
+    st.just(["x"]),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", None]), _DATA, st.sampled_from([None, "delta", "text"])
+        ),
+        max_size=40,
+    )
+)
+def test_collapse_matches_the_naive_rules(steps: list[tuple[str | None, Any, str | None]]) -> None:
+    events = []
+    for i, (sid, data, field_name) in enumerate(steps):
+        if sid is None:
+            events.append(ev(i, data))
+        else:
+            events.append(
+                ev(i, data, series_id=sid, series_mode="accumulate", series_acc_field=field_name)
+            )
+    got = [(e.index, e.data, e.series_snapshot) for e in collapse(events)]
+    assert got == _reference_collapse(events)

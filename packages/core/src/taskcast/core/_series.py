@@ -113,15 +113,54 @@ def plan_commit(
     return plan
 
 
-def _concatenates(previous: Any, delta: TaskEvent) -> bool:
-    """Whether ``accumulate`` appends ``delta`` to ``previous`` (rather than resetting)."""
-    field_name = delta.series_acc_field or DEFAULT_ACC_FIELD
-    return (
-        isinstance(previous, dict)
-        and isinstance(delta.data, dict)
-        and isinstance(previous.get(field_name), str)
-        and isinstance(delta.data.get(field_name), str)
-    )
+class _Accumulated:
+    """A series' accumulated ``data``, with the string at ``field`` kept as pieces.
+
+    Joining on every delta would copy the whole value each time (quadratic in the series'
+    length: 5,000 deltas cost ~75 MB of copying); the pieces are joined only when a snapshot
+    needs the value. ``parts`` is None when the value holds no string at ``field`` (then
+    ``data`` is the value as it is); otherwise the value is ``data`` with ``"".join(parts)``
+    at ``field``.
+    """
+
+    __slots__ = ("data", "field", "parts")
+
+    def __init__(self, data: Any, field_name: str) -> None:
+        self.data = data
+        self.field = field_name
+        self.parts: list[str] | None = None
+        self._reset(data, field_name)
+
+    def _reset(self, data: Any, field_name: str) -> None:
+        self.data = data
+        self.field = field_name
+        text = data.get(field_name) if isinstance(data, dict) else None
+        self.parts = [text] if isinstance(text, str) else None
+
+    def value(self) -> Any:
+        parts = self.parts
+        if parts is None:
+            return self.data
+        text = parts[0] if len(parts) == 1 else "".join(parts)
+        self.parts = [text]
+        if self.data[self.field] is not text:
+            self.data = {**self.data, self.field: text}
+        return self.data
+
+    def add(self, delta: TaskEvent) -> bool:
+        """Apply the next delta as :func:`accumulate` would; whether it appended."""
+        field_name = delta.series_acc_field or DEFAULT_ACC_FIELD
+        data = delta.data
+        if field_name != self.field:
+            # The series changed its field: look for a string there in the value so far.
+            self._reset(self.value(), field_name)
+        parts = self.parts
+        if parts is None or not isinstance(data, dict) or not isinstance(data.get(field_name), str):
+            self._reset(data, field_name)
+            return False
+        parts.append(data[field_name])
+        self.data = data
+        return True
 
 
 class _Run:
@@ -160,7 +199,7 @@ class Collapser:
 
     def __init__(self, keep_after: int = -1) -> None:
         self._keep_after = keep_after
-        self._states: dict[str, Any] = {}
+        self._states: dict[str, _Accumulated] = {}
         self._sent: set[str] = set()
         self._run: _Run | None = None
 
@@ -168,9 +207,14 @@ class Collapser:
         """Take the next stored event; yield whatever is now ready to send."""
         if event.series_mode == "accumulate" and event.series_id is not None:
             sid = event.series_id
-            prev = self._states.get(sid)
-            appends = _concatenates(prev, event)
-            self._states[sid] = _accumulate_data(sid in self._states, prev, event)
+            state = self._states.get(sid)
+            if state is None:
+                self._states[sid] = _Accumulated(
+                    event.data, event.series_acc_field or DEFAULT_ACC_FIELD
+                )
+                appends = False
+            else:
+                appends = state.add(event)
             run = self._run
             if run is not None and run.series_id != sid:
                 yield self._emit(run)
@@ -202,7 +246,7 @@ class Collapser:
         if last.index > self._keep_after:
             self._sent.add(sid)
         if first or not run.appends_only:
-            return last.copy(data=self._states[sid], series_snapshot=True)
+            return last.copy(data=self._states[sid].value(), series_snapshot=True)
         if run.count == 1:
             return last
         merged = dict(last.data)

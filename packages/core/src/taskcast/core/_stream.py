@@ -19,7 +19,7 @@ from ._filters import DELETED_EVENT, STATUS_EVENT, EventFilter
 from ._hub import Subscriber
 from ._models import TERMINAL_STATUSES, EventQuery, TaskEvent
 from ._series import Collapser
-from ._wire import HEARTBEAT, WireEvent, done_frame, resync_frame, retry_frame
+from ._wire import HEARTBEAT, WireEvent, done_frame, encode_frame, resync_frame, retry_frame
 
 if TYPE_CHECKING:
     from ._engine import TaskEngine
@@ -139,14 +139,24 @@ class TaskStream:
         self._last = last
         return True
 
-    def _frame(self, wire: WireEvent) -> bytes | None:
-        if not self._opt.filter.matches(wire.event):
+    def _frame(self, event: TaskEvent, wire: WireEvent | None = None) -> bytes | None:
+        """The frame of the next event, or None if filtered out; counts ``filteredIndex``.
+
+        Live events come with their shared ``wire`` (encoded once for every subscriber);
+        replayed ones are encoded just for this stream.
+        """
+        opt = self._opt
+        if not opt.filter.matches(event):
             return None
         fi = self._filtered
-        self._filtered += 1
-        if self._opt.since_index is not None and fi <= self._opt.since_index:
+        self._filtered = fi + 1
+        if opt.since_index is not None and fi <= opt.since_index:
             return None
-        return wire.frame(wrap=self._opt.wrap, accumulated=self._accumulated, filtered_index=fi)
+        if wire is None:
+            return encode_frame(
+                event, wrap=opt.wrap, accumulated=self._accumulated, filtered_index=fi
+            )
+        return wire.frame(wrap=opt.wrap, accumulated=self._accumulated, filtered_index=fi)
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The stream, one SSE frame per item."""
@@ -264,11 +274,7 @@ class TaskStream:
             replayed += len(group)
             yield group
         if collapser is not None:
-            tail = [
-                out
-                for item in collapser.flush()
-                if (out := self._frame(WireEvent(item))) is not None
-            ]
+            tail = [out for item in collapser.flush() if (out := self._frame(item)) is not None]
             if tail:
                 replayed += len(tail)
                 yield tail
@@ -310,7 +316,7 @@ class TaskStream:
                 self._terminal = _terminal_status(event) or self._terminal
                 ready = collapser.feed(event) if collapser is not None else (event,)
                 for item in ready:
-                    frame = self._frame(WireEvent(item))
+                    frame = self._frame(item)
                     if frame is not None:
                         group.append(frame)
             if group:
@@ -374,7 +380,7 @@ class TaskStream:
                         if index <= self._last:
                             continue
                     self._last = index
-                    out = self._frame(wire)
+                    out = self._frame(event, wire)
                     if out is not None:
                         group.append(out)
                     status = _terminal_status(event)
@@ -398,7 +404,7 @@ class TaskStream:
             if event.index >= before:
                 break
             self._last = event.index
-            frame = self._frame(WireEvent(event))
+            frame = self._frame(event)
             if frame is not None:
                 group.append(frame)
             status = _terminal_status(event)

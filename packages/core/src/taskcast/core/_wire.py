@@ -19,6 +19,7 @@ __all__ = [
     "WireEvent",
     "done_frame",
     "encode_count",
+    "encode_frame",
     "envelope_dict",
     "resync_frame",
     "retry_frame",
@@ -59,19 +60,72 @@ def envelope_dict(event: TaskEvent, filtered_index: int, data: Any) -> dict[str,
     return out
 
 
+# JSON of the short strings that repeat from event to event (task ids, types, levels).
+_strings: dict[str, bytes] = {}
+_STRINGS_MAX: Final = 4096
+
+
+def _json_str(text: str) -> bytes:
+    out = _strings.get(text)
+    if out is None:
+        out = to_json(text)
+        if len(_strings) >= _STRINGS_MAX:
+            _strings.clear()
+        _strings[text] = out
+    return out
+
+
+def _envelope_tail(event: TaskEvent, data: Any) -> bytes:
+    """``to_json(envelope_dict(event, 0, data))`` without its ``{"filteredIndex":0`` head.
+
+    Built by formatting: building the dict and encoding it was most of a replay's time.
+    Every string goes through pydantic-core's encoder, so the bytes are the same.
+    """
+    eid = event.id
+    # Server-made ids are ULIDs; anything else is encoded (and escaped) in full.
+    id_json = b'"%b"' % eid.encode() if eid.isascii() and eid.isalnum() else to_json(eid)
+    out = (
+        b',"rawIndex":%d,"eventId":%b,"taskId":%b,"type":%b,"timestamp":%d,"level":%b,"data":%b'
+        % (
+            event.index,
+            id_json,
+            _json_str(event.task_id),
+            _json_str(event.type),
+            event.timestamp,
+            _json_str(event.level),
+            to_json(data),
+        )
+    )
+    if event.series_id is not None:
+        out += b',"seriesId":' + _json_str(event.series_id)
+    if event.series_mode is not None:
+        out += b',"seriesMode":' + _json_str(event.series_mode)
+    if event.series_acc_field is not None:
+        out += b',"seriesAccField":' + _json_str(event.series_acc_field)
+    if event.series_snapshot:
+        out += b',"seriesSnapshot":true'
+    return out + b"}"
+
+
 def _encode(event: TaskEvent, wrap: bool, accumulated: bool) -> bytes:
     global _encodes
     _encodes += 1
     data = event.accumulated if accumulated else event.data
     id_line = b"\nid: " + event.id.encode() + b"\n\n"
     if wrap:
-        body = to_json(envelope_dict(event, 0, data))
-        # Drop '{"filteredIndex":0' so the subscriber's own index can be spliced in front.
-        return body[len(b'{"filteredIndex":0') :] + id_line
+        return _envelope_tail(event, data) + id_line
     payload = event.to_dict()
     if accumulated:
         payload["data"] = data
     return _EVENT_PREFIX + to_json(payload) + id_line
+
+
+def encode_frame(event: TaskEvent, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
+    """One subscriber's frame of ``event``, encoded for it alone (replay; nothing cached)."""
+    body = _encode(event, wrap, accumulated and event.has_accumulated)
+    if wrap:
+        return b"%b%d%b" % (_ENVELOPE_PREFIX, filtered_index, body)
+    return body
 
 
 class WireEvent:

@@ -1,0 +1,84 @@
+"""SSE frames: the hand-built envelope is byte for byte what encoding its dict gives."""
+
+from typing import Any
+
+from hypothesis import given, strategies as st
+from pydantic_core import to_json
+
+from taskcast.core import TaskEvent, WireEvent, envelope_dict, new_id
+from taskcast.core._wire import _STRINGS_MAX, _strings, encode_frame
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    event_id=st.one_of(st.just(new_id()), st.text(min_size=1)),
+    task_id=st.text(min_size=1),
+    type_=st.text(min_size=1),
+    index=st.integers(0, 2**53),
+    timestamp=st.integers(0, 2**53),
+    level=st.sampled_from(["debug", "info", "warn", "error"]),
+    data=_JSON,
+    series=st.one_of(
+        st.none(),
+        st.tuples(
+            st.text(),
+            st.sampled_from(["keep-all", "accumulate", "latest"]),
+            st.one_of(st.none(), st.text()),
+            st.one_of(st.none(), st.just(True)),
+        ),
+    ),
+    filtered_index=st.integers(0, 10**9),
+)
+def test_envelope_bytes_equal_the_encoded_dict(
+    event_id: str,
+    task_id: str,
+    type_: str,
+    index: int,
+    timestamp: int,
+    level: Any,
+    data: Any,
+    series: tuple[str, Any, str | None, bool | None] | None,
+    filtered_index: int,
+) -> None:
+    fields: dict[str, Any] = {}
+    if series is not None:
+        sid, mode, field_name, snapshot = series
+        fields = {
+            "series_id": sid,
+            "series_mode": mode,
+            "series_acc_field": field_name,
+            "series_snapshot": snapshot,
+        }
+    event = TaskEvent(
+        id=event_id, task_id=task_id, index=index, timestamp=timestamp, type=type_,
+        level=level, data=data, **fields,
+    )  # fmt: skip
+    expected = (
+        b"event: taskcast.event\ndata: "
+        + to_json(envelope_dict(event, filtered_index, data))
+        + b"\nid: "
+        + event_id.encode()
+        + b"\n\n"
+    )
+    assert encode_frame(event, wrap=True, accumulated=False, filtered_index=filtered_index) == (
+        expected
+    )
+    assert WireEvent(event).frame(wrap=True, accumulated=False, filtered_index=filtered_index) == (
+        expected
+    )
+
+
+def test_string_cache_stays_bounded() -> None:
+    for i in range(_STRINGS_MAX + 10):
+        event = TaskEvent(
+            id=new_id(), task_id=f"task-{i}", index=0, timestamp=0, type="t", level="info"
+        )
+        encode_frame(event, wrap=True, accumulated=False, filtered_index=0)
+    assert len(_strings) <= _STRINGS_MAX
