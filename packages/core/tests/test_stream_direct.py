@@ -79,6 +79,9 @@ async def running_task(engine: TaskEngine) -> str:
 
 async def publish(engine: TaskEngine, tid: str, *data: Any, type: str = "x") -> None:
     await engine.publish_events(tid, [EventInput(type=type, data=d) for d in data])
+    # The in-process broadcast fans out right after the publisher's step (a publish
+    # request answers first); one turn of the loop later the events are out.
+    await asyncio.sleep(0)
 
 
 async def test_idle_reader_gets_live_events_written_directly_in_order(
