@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -270,4 +271,100 @@ async def test_store_outage_through_the_channel_is_storage_unavailable(tmp_path:
         assert result.events[0].index == 1
     finally:
         await store.close()
+        server.kill()
+
+
+async def _answering(reply: bytes) -> tuple[asyncio.Server, int]:
+    """A fake server that answers every command it reads with ``reply``."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            writer.write(reply)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (b"-LOADING Redis is loading the dataset in memory\r\n", rx.BusyLoadingError),
+        (b"-READONLY You can't write against a read only replica.\r\n", rx.ReadOnlyError),
+        (b"-MISCONF Errors writing to the AOF file\r\n", rx.ResponseError),
+    ],
+)
+async def test_error_replies_keep_redis_py_classes_and_full_text(
+    reply: bytes, kind: type[Exception]
+) -> None:
+    server, port = await _answering(reply)
+    ch = RespChannel(ChannelSettings(port=port), socket_timeout=2.0, connect_timeout=1.0)
+    try:
+        with pytest.raises(kind) as info:
+            await ch.call("SET", "k", "v")
+        # The store's guard recognises outages by the reply's code, so it is kept.
+        assert str(info.value) == reply[1:-2].decode()
+    finally:
+        await ch.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_unix_socket_server(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is needed for the Redis tests"
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--port", "0", "--unixsocket", str(socket_path), "--save", "",
+        "--dir", str(tmp_path), stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            if socket_path.exists():
+                break
+            await asyncio.sleep(0.01)
+        settings = channel_settings(Redis.from_url(f"unix://{socket_path}?db=1"))
+        assert settings == ChannelSettings(path=str(socket_path), db=1)
+        ch = RespChannel(settings, socket_timeout=2.0, connect_timeout=1.0)
+        try:
+            assert await ch.call("ECHO", "over unix") == b"over unix"
+        finally:
+            await ch.close()
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_redis_py_fallback_reports_outages_and_reloads_scripts(tmp_path: Path) -> None:
+    # The commit path of a client the channel cannot copy: redis-py with ScriptBatcher.
+    server = PrivateRedis(tmp_path)
+    server.start()
+
+    class Custom(Connection):
+        pass
+
+    base = ConnectionPool.from_url(server.url, socket_connect_timeout=1.0)
+    client = Redis(
+        connection_pool=ConnectionPool(connection_class=Custom, **base.connection_kwargs)
+    )
+    store = RedisShortTermStore(client, prefix="p")
+    try:
+        await store.open()
+        task = _task()
+        await store.create_task(task)
+        # Several commits in one turn go out as one pipeline.
+        first = await asyncio.gather(*(store.commit_events(task.id, [_draft(i)]) for i in range(3)))
+        assert sorted(r.events[0].index for r in first) == [0, 1, 2]
+        server.command("SCRIPT", "FLUSH")
+        again = await asyncio.gather(*(store.commit_events(task.id, [_draft(i)]) for i in range(2)))
+        assert sorted(r.events[0].index for r in again) == [3, 4]
+        server.command("SCRIPT", "FLUSH")
+        assert (await store.commit_events(task.id, [_draft(5)])).events[0].index == 5
+        server.kill()
+        with pytest.raises(StorageUnavailableError):
+            await store.commit_events(task.id, [_draft(6)])
+        with pytest.raises(StorageUnavailableError):
+            await asyncio.gather(*(store.commit_events(task.id, [_draft(i)]) for i in range(2)))
+    finally:
+        await store.close()
+        await client.aclose()
         server.kill()
