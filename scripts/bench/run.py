@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -775,6 +776,71 @@ async def s4(base: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------- S5
+
+
+_S5_KINDS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "latest": {"seriesId": "progress", "seriesMode": "latest"},
+    "accumulate": {"seriesId": "answer", "seriesMode": "accumulate"},
+}
+
+
+async def _timed_publishes(
+    http: Http, task_ids: Sequence[str], kind: str, n: int
+) -> list[list[float]]:
+    """``n`` publishes to each task, alternating between them; microseconds per request."""
+    extra = _S5_KINDS[kind]
+    times: list[list[float]] = [[] for _ in task_ids]
+    for i in range(n):
+        event = {"type": "bench", "level": "info", "data": {"delta": f"t{i} ", "pad": PAD}, **extra}
+        raw = json.dumps(event, separators=(",", ":")).encode()
+        for slot, task_id in zip(times, task_ids, strict=True):
+            t = time.perf_counter()
+            status, _ = await http.request("POST", f"/tasks/{task_id}/events", raw)
+            slot.append((time.perf_counter() - t) * 1e6)
+            if status != 201:
+                raise RuntimeError(f"publish: {status}")
+    return times
+
+
+async def s5(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Publish cost against history length: the same publishes to a new task and to one
+    already holding ``--s5-history`` events (plain, a latest series and an accumulate
+    series). Ideal: the ratio is 1 (nothing per publish grows with the history)."""
+    http = Http(base)
+    fresh = await http.running_task()
+    long = await http.running_task()
+    history = []
+    for i in range(args.s5_history):
+        kind = ("plain", "latest", "accumulate")[i % 3]
+        history.append({"type": "bench", "level": "info", "data": {"delta": f"h{i} "},
+                        **_S5_KINDS[kind]})  # fmt: skip
+    t0 = time.monotonic()
+    for i in range(0, len(history), 100):
+        raw = json.dumps(history[i : i + 100], separators=(",", ":")).encode()
+        status, _ = await http.request("POST", f"/tasks/{long}/events", raw)
+        if status != 201:
+            raise RuntimeError(f"history: {status}")
+    setup_s = time.monotonic() - t0
+    out: dict[str, Any] = {"history": args.s5_history, "publishes": args.s5_publishes,
+                           "setup_s": round(setup_s, 2)}  # fmt: skip
+    for kind in _S5_KINDS:
+        await _timed_publishes(http, (fresh, long), kind, 100)  # warm-up
+        measured = await _timed_publishes(http, (fresh, long), kind, args.s5_publishes)
+        rows: dict[str, Any] = {}
+        for label, times in zip(("new_task", "long_history"), measured, strict=True):
+            times.sort()
+            rows[label] = {
+                "median_us": round(statistics.median(times), 1),
+                "p99_us": round(percentile(times, 99) or 0, 1),
+            }
+        rows["ratio"] = round(rows["long_history"]["median_us"] / rows["new_task"]["median_us"], 2)
+        out[kind] = rows
+    http.close()
+    return out
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -834,6 +900,8 @@ async def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]
             res["s3"] = await s3(server.url, args)
         elif sc == "s4":
             res["s4"] = await s4(server.url, args)
+        elif sc == "s5":
+            res["s5"] = await s5(server.url, args)
         print(f"  {server.name} {sc} done in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     return res
 
@@ -882,6 +950,15 @@ def table(report: Report) -> str:
                 f"  S3 {k:>6} idle  {row['rss_per_conn_kib']} KiB/conn  one event to all "
                 f"{row['fanout_all_ms']} ms  received {row['received']}/{row['opened']}{ratio}"
             )
+        if "s5" in res:
+            r = res["s5"]
+            for kind in _S5_KINDS:
+                row = r[kind]
+                lines.append(
+                    f"  S5 {kind:<10} publish median {row['new_task']['median_us']} us on a new "
+                    f"task, {row['long_history']['median_us']} us after {r['history']:,} events "
+                    f"(x{row['ratio']})"
+                )
         if "s4" in res:
             r = res["s4"]
             lines.append(
@@ -938,7 +1015,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--relay-script", default=RELAY_DEFAULT, help="bare SSE relay to compare with")
     ap.add_argument("--no-relay", action="store_true")
-    ap.add_argument("--scenarios", default="s1,s2,s3,s4")
+    ap.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
     ap.add_argument("--queue-limit", type=int, default=10_000)
     ap.add_argument("--s1-tasks", type=int, default=100)
     ap.add_argument("--s1-conns", type=int, default=50)
@@ -947,6 +1024,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--s1-batch", type=int, default=100)
     ap.add_argument("--s2-cases", default="100:200,1000:200", help="SUBS:RATE,...")
     ap.add_argument("--s2-duration", type=float, default=8)
+    ap.add_argument("--s5-history", type=int, default=30_000)
+    ap.add_argument("--s5-publishes", type=int, default=500)
     ap.add_argument(
         "--s2-reps",
         type=int,
@@ -974,6 +1053,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.s1_batch = 20
         args.s2_cases, args.s2_duration, args.s2_sample = "20:50", 1.0, 5
         args.s3_subs, args.s4_events, args.s4_reps, args.settle = [100], 1000, 1, 0.2
+        args.s5_history, args.s5_publishes = 300, 20
         args.drain_timeout = 10
     if not args.url and not args.storage:
         args.storage = ["memory"]

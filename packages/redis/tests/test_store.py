@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aredis
 
 from taskcast.core import (
@@ -212,14 +213,20 @@ async def test_accumulate_merges_escapes_and_unicode(store: RedisShortTermStore)
 async def test_accumulate_lone_surrogate_does_not_break_the_series(
     store: RedisShortTermStore,
 ) -> None:
-    # cjson cannot decode a lone surrogate escape; the series then restarts from the delta
-    # instead of failing the commit.
+    # cjson cannot decode a lone surrogate escape, so the state is never decoded: the
+    # script cuts the accumulated string out of the stored JSON where it recorded it. The
+    # series goes on as in the memory store; nothing fails.
     task = make_task()
     await store.create_task(task)
     acc = {"series_id": "s", "series_mode": "accumulate"}
     await store.commit_events(task.id, [draft({"delta": "a", "x": "\ud800"}, **acc)])
     r = await store.commit_events(task.id, [draft({"delta": "b"}, **acc)])
-    assert r.fresh[0].accumulated == {"delta": "b"}
+    assert r.fresh[0].accumulated == {"delta": "ab"}
+    memory = MemoryShortTermStore()
+    await memory.create_task(task)
+    await memory.commit_events(task.id, [draft({"delta": "a", "x": "\ud800"}, **acc)])
+    m = await memory.commit_events(task.id, [draft({"delta": "b"}, **acc)])
+    assert m.fresh[0].accumulated == r.fresh[0].accumulated
 
 
 async def test_accumulate_state_after_switching_modes(store: RedisShortTermStore) -> None:
@@ -553,3 +560,32 @@ async def test_accumulate_and_latest_across_processes(
     # The accumulated text is the deltas in index order: no lost or reordered update.
     assert text == "".join(e.data["delta"] for e in deltas)
     assert sorted(text) == sorted("a" * 25 + "b" * 25)
+
+
+async def test_accumulate_state_written_without_a_position_is_decoded(
+    store: RedisShortTermStore, redis_url: str
+) -> None:
+    # States from before the script recorded where the accumulated string sits ("mode index"
+    # only) are decoded once; the next state records its position again.
+    task = make_task()
+    await store.create_task(task)
+    acc = {"series_id": "s", "series_mode": "accumulate"}
+    first = await store.commit_events(task.id, [draft({"delta": 'é"a', "k": 1}, **acc)])
+    keys = store.keys.for_task(task.id)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        meta = client.hget(keys.series_meta, "s")
+        assert meta is not None and meta.startswith(b"accumulate 0 ")
+        client.hset(keys.series_meta, "s", "accumulate 0")
+        r = await store.commit_events(task.id, [draft({"k": 2, "delta": "b"}, **acc)])
+        assert r.fresh[0].accumulated == {"k": 2, "delta": 'é"ab'}
+        meta = client.hget(keys.series_meta, "s")
+        assert meta is not None and meta.startswith(b"accumulate 1 ")
+        r = await store.commit_events(task.id, [draft({"k": 3, "delta": "c"}, **acc)])
+        assert r.fresh[0].accumulated == {"k": 3, "delta": 'é"abc'}
+        # The state stored is the merged event, decodable as before.
+        state = json.loads(client.hget(keys.series_state, "s") or b"")
+        assert state["data"] == {"k": 3, "delta": 'é"abc'} and state["index"] == 2
+    finally:
+        client.close()
+    assert first.fresh[0].accumulated == {"delta": 'é"a', "k": 1}

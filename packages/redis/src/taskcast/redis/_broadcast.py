@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import random
 import time
@@ -33,7 +32,7 @@ from redis.backoff import NoBackoff
 from taskcast.core import BroadcastHandler, StorageUnavailableError, TaskEvent, Unsubscribe
 
 from ._client import RESP_PROTOCOL, command_client
-from ._codec import dumps
+from ._codec import dumps, loads
 from ._errors import DEPENDENCY, TRANSIENT_ERRORS, error_kind, guard
 from ._keys import KeySpace
 
@@ -493,7 +492,7 @@ class RedisBroadcast:
         if cached is not None and cached[0] == data:
             return cached[1]
         try:
-            payload = json.loads(data)
+            payload = loads(data)
             items = payload if isinstance(payload, list) else [payload]
             events = [TaskEvent.from_dict(item) for item in items]
         except (ValueError, TypeError, KeyError):

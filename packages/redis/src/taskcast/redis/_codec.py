@@ -14,7 +14,7 @@ from pydantic_core import from_json
 
 from taskcast.core import EventDraft, TaskEvent
 
-__all__ = ["decode_event", "draft_args", "dumps", "event_json"]
+__all__ = ["decode_event", "draft_args", "dumps", "event_json", "loads"]
 
 ARGS_PER_DRAFT: Final = 12
 
@@ -98,6 +98,16 @@ def draft_args(task_id: str, draft: EventDraft) -> list[str]:
 def event_json(event: TaskEvent) -> str:
     """The stored form of an event (what ``draft_args`` pieces join to)."""
     return dumps(event.to_dict())
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON from Redis: pydantic-core's parser (~3x faster than ``json.loads`` on long
+    accumulated texts), or ``json.loads`` for what it refuses (a lone surrogate escape, which
+    only a direct store call can have stored: the HTTP API refuses such bodies)."""
+    try:
+        return from_json(raw)
+    except ValueError:
+        return json.loads(raw)
 
 
 def decode_event(raw: bytes | str) -> TaskEvent:

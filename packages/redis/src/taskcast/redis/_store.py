@@ -26,7 +26,7 @@ from taskcast.core import (
 from ._batching import ScriptBatcher
 from ._channel import RespChannel, ScriptCall, channel_settings
 from ._client import command_client
-from ._codec import decode_event, draft_args, dumps, event_json
+from ._codec import ARGS_PER_DRAFT, decode_event, draft_args, dumps, event_json, loads
 from ._errors import guard
 from ._keys import KeySpace
 from ._outbox import RedisWebhookOutbox
@@ -312,13 +312,20 @@ class RedisShortTermStore:
         events: list[TaskEvent] = []
         fresh: list[TaskEvent] = []
         for i, draft in enumerate(drafts):
-            kind, value, merged = reply[1 + 3 * i : 4 + 3 * i]
+            kind, value, state = reply[1 + 3 * i : 4 + 3 * i]
             if kind == b"dup":
                 events.append(decode_event(value))
                 continue
             event = draft.at(task_id, int(value))
             if draft.series_mode == "accumulate" and draft.series_id is not None:
-                event.accumulated = json.loads(merged) if merged else event.data
+                if state:
+                    # The series' new state is p1 + index + p2 + accumulated data + p3 (all
+                    # ASCII): the data is cut out rather than the script sending a copy.
+                    b = len(head) + 1 + ARGS_PER_DRAFT * i
+                    p1, p2, p3 = args[b + 5], args[b + 6], args[b + 8]
+                    event.accumulated = loads(state[len(p1) + len(value) + len(p2) : -len(p3)])
+                else:
+                    event.accumulated = event.data
             events.append(event)
             fresh.append(event)
         return CommitResult(events=events, fresh=fresh)

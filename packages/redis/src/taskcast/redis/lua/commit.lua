@@ -13,7 +13,8 @@
 --
 -- Event JSON is built by Python and only spliced here, so `data` is never re-encoded by
 -- cjson (which would turn {} into [] ambiguity, round big numbers and reorder keys).
--- Returns {'ok', then per draft: 'new', index, merged accumulated JSON or ''
+-- Returns {'ok', then per draft: 'new', index, the series' new state JSON when the delta
+--                                 was appended to an accumulated text, else ''
 --                                 | 'dup', stored event JSON, ''}
 --      or {'notfound'} | {'stale'} | {'terminal', status}, having written nothing.
 
@@ -55,6 +56,22 @@ local function state_string(state_json, field)
   return nil
 end
 
+-- The JSON string literal at `field` of an accumulate state without its closing quote, if
+-- the state holds a string there. Cut out of the stored JSON where the state recorded its
+-- position (states written before positions were recorded are decoded). Every long string
+-- a script makes costs ~1 us per KB here, so a long accumulated text is never decoded,
+-- re-encoded or copied more than the few times it must be.
+local function literal_open(state, field)
+  if state.lit_start and state.lit_field == field then
+    return string.sub(state.json, state.lit_start, state.lit_start + state.lit_len - 2)
+  end
+  local before = state_string(state.json, field)
+  if before then
+    return string.sub(cjson.encode(before), 1, -2)
+  end
+  return nil
+end
+
 local next_index = tonumber(redis.call('GET', KEYS[4]) or '0')
 local first_index = next_index
 local out = { 'ok' }
@@ -63,7 +80,7 @@ local states = {}     -- series id -> { mode, index, json } (this batch's newest
 local stored = {}     -- series id -> the stored state as loaded, or false
 local replaced = {}   -- series id -> index of the entry this batch replaces
 local appends = {}    -- { sid, mode, json } in index order
-local messages = {}
+local messages = { '[' } -- pieces of the PUBLISH payload, joined once
 local cursor_args = {}
 local idem_args = {}
 local state_args = {}
@@ -76,8 +93,13 @@ local function load_state(sid)
     cached = false
     local meta = redis.call('HGET', KEYS[7], sid)
     if meta then
-      local smode, sindex = string.match(meta, '^(%S+) (%d+)$')
+      local smode, sindex, rest = string.match(meta, '^(%S+) (%d+)(.*)$')
       cached = { mode = smode, index = tonumber(sindex), json = redis.call('HGET', KEYS[6], sid) }
+      -- An accumulate state may say where its string literal sits ("start length field").
+      local lstart, llen, lfield = string.match(rest, '^ (%d+) (%d+) (.*)$')
+      if lstart then
+        cached.lit_start, cached.lit_len, cached.lit_field = tonumber(lstart), tonumber(llen), lfield
+      end
     end
     stored[sid] = cached
   end
@@ -106,7 +128,7 @@ for i = 0, n - 1 do
     next_index = next_index + 1
     local istr = string.format('%d', index)
     local event = p1 .. istr .. p2 .. data .. p3
-    local message = event
+    local message = nil -- the PUBLISH pieces of an accumulate delta (else the event itself)
     local merged = ''
     if has_series and (smode == 'accumulate' or smode == 'latest') then
       local previous = states[sid] or load_state(sid)
@@ -114,17 +136,32 @@ for i = 0, n - 1 do
         if previous and previous.mode ~= 'accumulate' then
           previous = nil
         end
-        local acc = data
+        local acc = { data }
+        local state = { mode = 'accumulate', index = index, json = event }
+        local before = nil
         if previous and literal ~= '' then
-          local before = state_string(previous.json, field)
-          if before then
-            -- Two JSON string literals join by dropping the quotes between them.
-            merged = pre .. string.sub(cjson.encode(before), 1, -2) .. string.sub(literal, 2) .. post
-            acc = merged
-          end
+          before = literal_open(previous, field)
         end
-        states[sid] = { mode = 'accumulate', index = index, json = p1 .. istr .. p2 .. acc .. p3 }
-        message = string.sub(event, 1, -2) .. ',"_accumulatedData":' .. acc .. '}'
+        if before then
+          -- Two JSON string literals join by dropping the quotes between them.
+          local tail = string.sub(literal, 2)
+          acc = { pre, before, tail, post }
+          state.json = p1 .. istr .. p2 .. pre .. before .. tail .. post .. p3
+          state.lit_len = #before + #tail
+          merged = state.json
+        elseif literal ~= '' then
+          state.lit_len = #literal
+        end
+        if state.lit_len then
+          state.lit_start = #p1 + #istr + #p2 + #pre + 1
+          state.lit_field = field
+        end
+        states[sid] = state
+        message = { string.sub(event, 1, -2), ',"_accumulatedData":' }
+        for j = 1, #acc do
+          message[#message + 1] = acc[j]
+        end
+        message[#message + 1] = '}'
       else
         if previous and replaced[sid] == nil then
           replaced[sid] = previous.index
@@ -140,7 +177,16 @@ for i = 0, n - 1 do
       touched[sid] = true
     end
     appends[#appends + 1] = { sid = sid, mode = smode, json = event }
-    messages[#messages + 1] = message
+    if #messages > 1 then
+      messages[#messages + 1] = ','
+    end
+    if message then
+      for j = 1, #message do
+        messages[#messages + 1] = message[j]
+      end
+    else
+      messages[#messages + 1] = event
+    end
     cursor_args[#cursor_args + 1] = id
     cursor_args[#cursor_args + 1] = istr
     if has_key then
@@ -160,7 +206,7 @@ if mode == 'transition' then
   redis.call('SET', KEYS[2], ARGV[5])
   redis.call('INCR', KEYS[3])
 end
-if #messages == 0 then
+if #messages == 1 then
   return out
 end
 for sid, index in pairs(replaced) do
@@ -193,7 +239,11 @@ for sid, _ in pairs(touched) do
   state_args[#state_args + 1] = sid
   state_args[#state_args + 1] = state.json
   meta_args[#meta_args + 1] = sid
-  meta_args[#meta_args + 1] = state.mode .. ' ' .. string.format('%d', state.index)
+  local meta = state.mode .. ' ' .. string.format('%d', state.index)
+  if state.lit_start then
+    meta = meta .. ' ' .. string.format('%d %d ', state.lit_start, state.lit_len) .. state.lit_field
+  end
+  meta_args[#meta_args + 1] = meta
 end
 if #state_args > 0 then
   redis.call('HSET', KEYS[6], unpack(state_args))
@@ -211,5 +261,6 @@ if #idem_args > 0 then
   hset_chunked(KEYS[8], idem_args)
 end
 redis.call('SET', KEYS[4], string.format('%d', next_index))
-redis.call('PUBLISH', ARGV[2], '[' .. table.concat(messages, ',') .. ']')
+messages[#messages + 1] = ']'
+redis.call('PUBLISH', ARGV[2], table.concat(messages))
 return out
