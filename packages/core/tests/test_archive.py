@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -14,12 +15,15 @@ from taskcast.core import (
     EventDraft,
     EventQuery,
     InvalidInputError,
+    LifecycleConfig,
     LongTermStore,
     MemoryLongTermStore,
     MemoryShortTermStore,
     RetryPolicy,
+    SchedulerConfig,
     StorageUnavailableError,
     Task,
+    TaskEngine,
     TaskEvent,
     UsageError,
     new_id,
@@ -375,3 +379,190 @@ async def test_stop_keeps_interrupted_batch_and_reopen_resumes(flaky: FlakyStore
     assert await flaky.get_task(task.id) == newer
     assert [e.index for e in await flaky.get_events(task.id, EventQuery())] == [0, 1]
     await w.close()
+
+
+async def _returns(stop: Awaitable[None]) -> bool:
+    """Whether ``stop`` returns (within a generous 30 s)."""
+    stopping = asyncio.ensure_future(stop)
+    done, _ = await asyncio.wait({stopping}, timeout=30)
+    for task in done:
+        task.result()
+    return bool(done)
+
+
+class _WriteLosesCancellation(FlakyStore):
+    """An archive whose event write hangs (so a stop's drain times out), then absorbs the
+    stop's cancellation, as a call wrapped in ``asyncio.wait_for`` can on Python 3.11
+    (CPython gh-86296: it returns when the cancel lands just after the inner call finished),
+    and fails like the outage it is part of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = True
+        self.writing = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.lost = 0
+
+    async def save_events(self, events: Sequence[TaskEvent]) -> None:
+        if self.slow:
+            self.writing.set()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.lost += 1
+            raise StorageUnavailableError("flaky", "timeout")
+        await super().save_events(events)
+
+
+async def test_stop_ends_the_loop_when_its_cancellation_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _WriteLosesCancellation()
+    w = ArchiveWriter(store, retry=FAST, drain_timeout=0.05)
+    await w.open()
+    task = make_task()
+    w.submit(task, [ev(task.id, i) for i in range(3)])
+    await store.writing.wait()
+    # Before the fix the loop retried the write after the lost cancellation, for as long as
+    # the outage lasted, and stop() never returned.
+    stopped = await _returns(w.stop())
+    store.gate.set()  # (so that a loop left running can end at teardown)
+    assert stopped, "stop() did not return"
+    assert store.lost == 1
+    # The interrupted batch is back in the queue (counted as not stored), as on a cancel.
+    assert w.state == "stopped" and w.backlog == 4
+    assert "4 writes not stored" in caplog.text
+    assert "did not stop" not in caplog.text
+    store.slow = False
+    await w.open()
+    assert await w.flush(timeout=5)
+    assert await store.get_task(task.id) == task
+    assert [e.index for e in await store.get_events(task.id, EventQuery())] == [0, 1, 2]
+    await w.close()
+
+
+async def test_stop_is_bounded_when_the_loop_never_ends(caplog: pytest.LogCaptureFixture) -> None:
+    class Stuck(FlakyStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writing = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def save_events(self, events: Sequence[TaskEvent]) -> None:
+            self.writing.set()
+            while not self.gate.is_set():  # deaf to cancellation: every one is absorbed
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.gate.wait()
+            await super().save_events(events)
+
+    store = Stuck()
+    w = ArchiveWriter(store, retry=FAST, drain_timeout=0.05, cancel_timeout=0.2)
+    await w.open()
+    task = make_task()
+    w.submit(task, [ev(task.id, 0)])
+    await store.writing.wait()
+    runner = w._runner
+    assert runner is not None
+    await asyncio.wait_for(w.close(), 30)
+    assert "archive writer loop did not stop within 0.2 s" in caplog.text
+    assert "save_events" in caplog.text  # where it is stuck
+    assert w.state == "stopped"
+    store.gate.set()  # the abandoned loop then finishes its write, sees its stop and ends
+    await asyncio.wait({runner}, timeout=30)
+    assert runner.done()
+
+
+class _ReadLosesCancellation(MemoryShortTermStore):
+    """A hot store whose task reads are slow and absorb a cancellation (see above)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = True
+        self.deaf = False
+        self.reading = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.lost = 0
+
+    async def get_task(self, task_id: str) -> Task | None:
+        if self.slow:
+            self.reading.set()
+            while True:
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    self.lost += 1
+                    if self.deaf:  # every cancellation is absorbed
+                        continue
+                break
+        return await super().get_task(task_id)
+
+
+async def _hot_store_with_tasks(hot: MemoryShortTermStore) -> list[Task]:
+    tasks = [make_task(created_at=i) for i in range(3)]
+    for task in tasks:
+        await hot.create_task(task)
+        await hot.commit_events(
+            task.id,
+            [
+                EventDraft(id=new_id(), timestamp=1, type="t", level="info", data=i)
+                for i in range(2)
+            ],
+        )
+    return tasks
+
+
+def _engine(hot: MemoryShortTermStore, archive: LongTermStore, **options: Any) -> TaskEngine:
+    return TaskEngine(
+        short_term=hot,
+        long_term=archive,
+        scheduler=SchedulerConfig(interval_seconds=0),
+        lifecycle=LifecycleConfig(enabled=False),
+        **options,
+    )
+
+
+async def test_engine_stop_ends_the_reconcile_when_its_cancellation_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hot = _ReadLosesCancellation()
+    tasks = await _hot_store_with_tasks(hot)
+    archive = MemoryLongTermStore()
+    engine = _engine(hot, archive)
+    await engine.start()  # the reconcile starts in the background and reads the first task
+    await hot.reading.wait()
+    # Before the fix the reconcile went on to the next task after the lost cancellation
+    # and engine.stop() never returned.
+    stopped = await _returns(engine.stop())
+    hot.gate.set()  # (so that a reconcile left running can end at teardown)
+    assert stopped, "stop() did not return"
+    assert hot.lost == 1
+    # Stopped at its first read, it queued nothing; the next start's reconcile does it all.
+    assert [await archive.get_task(t.id) for t in tasks] == [None, None, None]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    hot.slow = False
+    async with _engine(hot, archive) as again:
+        assert again.archive is not None and again._reconcile is not None
+        await asyncio.wait({again._reconcile}, timeout=30)
+        assert await again.archive.flush(timeout=30)
+    for task in tasks:
+        assert await archive.get_task(task.id) == task
+        assert [e.data for e in await archive.get_events(task.id, EventQuery())] == [0, 1]
+
+
+async def test_engine_stop_is_bounded_when_the_reconcile_never_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hot = _ReadLosesCancellation()
+    hot.deaf = True
+    await _hot_store_with_tasks(hot)
+    engine = _engine(hot, MemoryLongTermStore(), stop_timeout_seconds=0.2)
+    await engine.start()
+    await hot.reading.wait()
+    reconcile = engine._reconcile
+    assert reconcile is not None
+    await asyncio.wait_for(engine.stop(), 30)
+    assert "archive reconcile did not stop within 0.2 s" in caplog.text
+    assert "get_task" in caplog.text  # where it is stuck
+    hot.gate.set()  # the abandoned reconcile then sees its stop and ends
+    await asyncio.wait({reconcile}, timeout=30)
+    assert reconcile.done()

@@ -1,4 +1,7 @@
 import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -15,6 +18,8 @@ from taskcast.core import (
     StreamOptions,
     TaskEngine,
     TaskInput,
+    TaskPage,
+    TaskQuery,
     TaskStream,
     TaskTerminalError,
     UsageError,
@@ -376,3 +381,114 @@ async def test_transition_racing_a_release_still_lands() -> None:
 
         with pytest.raises(TaskNotFoundError):
             await engine.transition_task(task.id, "paused")
+
+
+async def _returns(stop: Awaitable[None]) -> bool:
+    """Whether ``stop`` returns (within a generous 30 s)."""
+    stopping = asyncio.ensure_future(stop)
+    done, _ = await asyncio.wait({stopping}, timeout=30)
+    for task in done:
+        task.result()
+    return bool(done)
+
+
+class _LosesCancellation(MemoryShortTermStore):
+    """A slow store whose task listing absorbs a cancellation, as redis-py's commands do on
+    Python 3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of
+    raising when the cancel lands just after the write finished (CPython gh-86296)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = True
+        self.listing = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.lost = 0
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        if self.slow:
+            self.listing.set()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.lost += 1
+        return await super().list_tasks(query)
+
+
+async def test_stop_ends_the_worker_when_its_cancellation_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hot = _LosesCancellation()
+    config = LifecycleConfig(
+        terminal_release_after_seconds=0.001,
+        idle_release_after_seconds=0,
+        sweep_interval_seconds=0.01,
+    )
+    engine = TaskEngine(
+        short_term=hot,
+        long_term=MemoryLongTermStore(),
+        lifecycle=config,
+        scheduler=SchedulerConfig(interval_seconds=0),
+        reconcile_archive_on_start=False,
+    )
+    async with engine:
+        task = await engine.create_task(TaskInput())
+        await engine.publish_event(task.id, EventInput(type="x"))
+        await engine.transition_task(task.id, "running")
+        await engine.transition_task(task.id, "completed")
+        assert engine.archive is not None
+        assert await engine.archive.flush(5)
+        await hot.listing.wait()  # a sweep lists the tasks on the slow store
+        worker = engine.lifecycle
+        # Before the fix the worker went on after the lost cancellation (releasing the task
+        # and sweeping again) and stop() never returned.
+        stopped = await _returns(worker.stop())
+        hot.gate.set()  # (so that a loop left running can end at teardown)
+        assert stopped, "stop() did not return"
+        assert hot.lost == 1
+        # Stopped during the listing, the sweep released nothing; a later one does.
+        assert worker.released == 0
+        assert await hot.get_task(task.id) is not None
+        hot.slow = False
+        assert await worker.sweep() == 1
+        assert await hot.get_task(task.id) is None
+        assert (await engine.require_task(task.id)).status == "completed"
+        assert [e.type for e in await engine.get_events(task.id)][:1] == ["x"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_stop_is_bounded_when_the_worker_never_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Stuck(MemoryShortTermStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.listing = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def list_tasks(self, query: TaskQuery) -> TaskPage:
+            self.listing.set()
+            while not self.gate.is_set():  # deaf to cancellation: every one is absorbed
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.gate.wait()
+            return await super().list_tasks(query)
+
+    hot = Stuck()
+    engine = TaskEngine(
+        short_term=hot,
+        long_term=MemoryLongTermStore(),
+        lifecycle=LifecycleConfig(sweep_interval_seconds=0.01),
+        scheduler=SchedulerConfig(interval_seconds=0),
+        reconcile_archive_on_start=False,
+        stop_timeout_seconds=0.2,
+    )
+    await engine.start()
+    await hot.listing.wait()
+    loop_task = engine.lifecycle._task
+    assert loop_task is not None
+    await asyncio.wait_for(engine.stop(), 30)
+    assert "lifecycle worker did not stop within 0.2 s" in caplog.text
+    assert "list_tasks" in caplog.text  # where it is stuck
+    assert engine.lifecycle.health()["running"] is False
+    hot.gate.set()  # the abandoned loop then sees its stop and ends
+    await asyncio.wait({loop_task}, timeout=30)
+    assert loop_task.done()

@@ -1,4 +1,7 @@
 import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -9,11 +12,16 @@ from taskcast.core import (
     MemoryShortTermStore,
     SchedulerConfig,
     StreamOptions,
+    Task,
     TaskcastHooks,
     TaskEngine,
     TaskInput,
+    TaskPage,
+    TaskQuery,
     TaskStream,
+    UsageError,
     matches_cleanup_rule,
+    new_id,
 )
 from taskcast.core.testing import collect, events
 
@@ -190,3 +198,94 @@ async def test_cleanup_events_target_deletes_selected_events() -> None:
         assert older.selects(event, event.timestamp + 11)
         assert not older.selects(event, event.timestamp + 10)
         assert older.selects(event, None)
+
+
+async def _returns(stop: Awaitable[None]) -> bool:
+    """Whether ``stop`` returns (within a generous 30 s)."""
+    stopping = asyncio.ensure_future(stop)
+    done, _ = await asyncio.wait({stopping}, timeout=30)
+    for task in done:
+        task.result()
+    return bool(done)
+
+
+class _LosesCancellation(MemoryShortTermStore):
+    """A slow store whose task listing absorbs a cancellation, as redis-py's commands do on
+    Python 3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of
+    raising when the cancel lands just after the write finished (CPython gh-86296)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = True
+        self.listing = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.lost = 0
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        if self.slow:
+            self.listing.set()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.lost += 1
+        return await super().list_tasks(query)
+
+
+async def test_stop_ends_the_loop_when_its_cancellation_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _LosesCancellation()
+    # Past its deadline: the first tick would time it out.
+    due = Task(id=new_id(), status="running", created_at=1, updated_at=1, ttl=1, deadline_at=1)
+    await store.create_task(due)
+    engine = TaskEngine(short_term=store, scheduler=SchedulerConfig(interval_seconds=0.01))
+    async with engine:
+        await store.listing.wait()  # the first tick lists the active tasks on the slow store
+        scheduler = engine.scheduler
+        # Before the fix the loop went on after the lost cancellation (timing the task out
+        # and listing again) and stop() never returned.
+        stopped = await _returns(scheduler.stop())
+        store.gate.set()  # (so that a loop left running can end at teardown)
+        assert stopped, "stop() did not return"
+        assert store.lost == 1
+        # Stopped during the listing, the tick did nothing more; the next one does it all.
+        assert (await engine.require_task(due.id)).status == "running"
+        store.slow = False
+        await scheduler.tick()
+        assert (await engine.require_task(due.id)).status == "timeout"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_stop_is_bounded_when_the_loop_never_ends(caplog: pytest.LogCaptureFixture) -> None:
+    class Stuck(MemoryShortTermStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.listing = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def list_tasks(self, query: TaskQuery) -> TaskPage:
+            self.listing.set()
+            while not self.gate.is_set():  # deaf to cancellation: every one is absorbed
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.gate.wait()
+            return await super().list_tasks(query)
+
+    store = Stuck()
+    engine = TaskEngine(
+        short_term=store, scheduler=SchedulerConfig(interval_seconds=0.01), stop_timeout_seconds=0.2
+    )
+    await engine.start()
+    await store.listing.wait()
+    loop_task = engine.scheduler._task
+    assert loop_task is not None
+    await asyncio.wait_for(engine.stop(), 30)
+    assert "scheduler did not stop within 0.2 s" in caplog.text
+    assert "list_tasks" in caplog.text  # where it is stuck
+    store.gate.set()  # the abandoned loop then sees its stop and ends
+    await asyncio.wait({loop_task}, timeout=30)
+    assert loop_task.done()
+
+
+def test_stop_timeout_must_be_positive() -> None:
+    with pytest.raises(UsageError, match="stop_timeout_seconds"):
+        TaskEngine(short_term=MemoryShortTermStore(), stop_timeout_seconds=0)

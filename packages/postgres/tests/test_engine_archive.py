@@ -8,12 +8,17 @@ from typing import Any
 import pytest
 
 from taskcast.core import (
+    EventDraft,
     EventInput,
     EventQuery,
     LongTermStore,
     MemoryShortTermStore,
+    Task,
     TaskEngine,
+    TaskEvent,
     TaskInput,
+    new_id,
+    now_ms,
 )
 from taskcast.postgres import ArchiveWriter, PostgresLongTermStore, RetryPolicy
 
@@ -177,3 +182,52 @@ async def test_reconcile_after_losing_the_queue(
         assert await second.reconcile(hot) == 0
     finally:
         await second.close()
+
+
+async def test_writer_stops_promptly_wherever_the_stop_lands(
+    pg_url: str, migrated: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stops giving up on the drain at once, landing 0, 1, 2... event-loop turns into a
+    write: each returns, and what was cut short is written after the next start."""
+
+    class Observed(PostgresLongTermStore):
+        writing = asyncio.Event()
+
+        async def save_task(self, task: Task) -> None:
+            Observed.writing.set()
+            await super().save_task(task)
+
+    store = Observed(pg_url, schema=migrated)
+    writer = ArchiveWriter(store, retry=RetryPolicy(initial=0.01, maximum=0.05))
+    written: list[tuple[Task, list[TaskEvent]]] = []
+    try:
+        for turns in range(40):
+            await writer.open()
+            now = now_ms()
+            task = Task(id=new_id(), status="running", created_at=now, updated_at=now)
+            events = [
+                EventDraft(id=new_id(), timestamp=now, type="n", level="info", data=i).at(
+                    task.id, i
+                )
+                for i in range(3)
+            ]
+            written.append((task, events))
+            Observed.writing.clear()
+            writer.submit(task, events)
+            await Observed.writing.wait()
+            for _ in range(turns % 20):
+                await asyncio.sleep(0)
+            stopping = asyncio.ensure_future(writer.stop(timeout=0))
+            done, _ = await asyncio.wait({stopping}, timeout=30)
+            assert done, f"stop() did not return ({turns} turns in)"
+            stopping.result()
+        # Nothing is lost: every write cut short was back in the queue.
+        await writer.open()
+        assert await writer.flush(timeout=30)
+        for task, events in written:
+            assert await store.get_task(task.id) == task
+            stored = await store.get_events(task.id, EventQuery())
+            assert [e.to_dict() for e in stored] == [e.to_dict() for e in events]
+    finally:
+        await writer.close()
+    assert "did not stop" not in caplog.text

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._background import StopSignal, stop_task
 from ._errors import ConfigError, StorageUnavailableError, UsageError
 from ._memory import MemoryLongTermStore
 from ._models import EventQuery, Task, TaskEvent, TaskQuery
@@ -90,6 +91,9 @@ class ArchiveWriter:
         max_batch: Most writes (events plus task snapshots) per attempt.
         retry: Backoff between attempts.
         drain_timeout: Seconds :meth:`close` waits for the backlog to be written.
+        cancel_timeout: Seconds :meth:`close` then waits for the loop once it is told to
+            give up (a store call in progress has to return first); a loop still running
+            after that is logged and left behind.
         on_drop: Called (and awaited if it returns an awaitable) with events that were
             given up on and the reason (data the store rejects, or a write failing
             ``retry.max_attempts`` times with an unexpected error). Never called for an
@@ -107,6 +111,7 @@ class ArchiveWriter:
         max_batch: int = 2000,
         retry: RetryPolicy | None = None,
         drain_timeout: float = 10.0,
+        cancel_timeout: float = 5.0,
         on_drop: DropHandler | None = None,
     ) -> None:
         if max_batch < 1:
@@ -116,6 +121,7 @@ class ArchiveWriter:
         self.max_batch = max_batch
         self.retry = retry or RetryPolicy()
         self.drain_timeout = drain_timeout
+        self.cancel_timeout = cancel_timeout
         self.on_drop = on_drop
         self._queue: dict[str, _Entry] = {}
         self._inflight: list[_Entry] = []
@@ -125,6 +131,8 @@ class ArchiveWriter:
         self._idle.set()
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set when a stop gives up on the backlog: the loop's run ends (one per run).
+        self._abort = StopSignal()
         self._state: WriterState = "stopped"
         self._failures = 0
         self._last_error: str | None = None
@@ -167,7 +175,8 @@ class ArchiveWriter:
         await self.long_term.open()
         self._stopping = False
         self._state = "healthy"
-        self._runner = asyncio.create_task(self._run(), name="taskcast-archive-writer")
+        self._abort = StopSignal()
+        self._runner = asyncio.create_task(self._run(self._abort), name="taskcast-archive-writer")
 
     async def close(self) -> None:
         """Drain (up to ``drain_timeout``), stop the loop and close the wrapped store."""
@@ -178,24 +187,36 @@ class ArchiveWriter:
         """Write the backlog (waiting up to ``timeout``, default ``drain_timeout``), then stop.
 
         What is still queued after the timeout is lost from memory (logged); the hot store
-        still has it, and :meth:`reconcile` restores it later.
+        still has it, and :meth:`reconcile` restores it later. The loop then gets
+        ``cancel_timeout`` seconds to end; if it is still running after that (a store call
+        that does not return), it is logged and left behind.
         """
         runner = self._runner
         if runner is None:
             return
         self._stopping = True
         self._wake.set()
-        try:
-            await asyncio.wait_for(
-                asyncio.shield(runner), self.drain_timeout if timeout is None else timeout
+        # asyncio.wait, not wait_for: it neither cancels the loop nor depends on it acting
+        # on a cancellation.
+        await asyncio.wait({runner}, timeout=self.drain_timeout if timeout is None else timeout)
+        if not runner.done():
+            # The loop ends at its next check of the abort signal even if the cancellation
+            # is lost in a store call (see taskcast.core._background); the cancel only cuts
+            # that call short. The interrupted batch goes back to the queue either way.
+            self._wake.set()
+            await stop_task(
+                runner,
+                self._abort,
+                timeout=self.cancel_timeout,
+                what="archive writer loop",
+                log=logger,
             )
-        except TimeoutError:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
             left = self.backlog
             logger.error(
                 "archive writer stopped with %d writes not stored (%s)", left, self._last_error
             )
+        elif not runner.cancelled() and runner.exception() is not None:
+            logger.error("archive writer loop failed", exc_info=runner.exception())
         self._runner = None
         self._state = "stopped"
 
@@ -303,32 +324,51 @@ class ArchiveWriter:
         task_ids: Iterable[str] | None = None,
         *,
         page_size: int = 500,
+        stopping: asyncio.Event | None = None,
     ) -> int:
         """Queue whatever the hot store holds that the archive lacks; return events queued.
 
         Run at startup to recover writes an earlier process accepted but never stored (a
         crash loses the in-memory queue; the hot store still has the data). Without
-        ``task_ids``, every task of the hot store is compared.
+        ``task_ids``, every task of the hot store is compared. Once ``stopping`` is set it
+        returns after the store call in progress, with what it queued so far (a stop
+        cannot rely on cancelling it: see taskcast.core._background).
         """
+
+        def stopped() -> bool:
+            return stopping is not None and stopping.is_set()
+
+        queued = 0
         if task_ids is None:
             ids: list[str] = []
             after: tuple[int, str] | None = None
             while True:
                 page = await short_term.list_tasks(TaskQuery(limit=page_size, after=after))
                 ids.extend(t.id for t in page.tasks)
+                if stopped():
+                    return queued
                 if page.next_after is None:
                     break
                 after = page.next_after
         else:
             ids = list(task_ids)
-        queued = 0
         for task_id in ids:
+            if stopped():
+                break
             task = await short_term.get_task(task_id)
+            if stopped():
+                break
             if task is None:
                 continue
             archived_task = await self.long_term.get_task(task_id)
+            if stopped():
+                break
             hot = await short_term.get_events(task_id, EventQuery())
+            if stopped():
+                break
             archived = {e.id for e in await self.long_term.get_events(task_id, EventQuery())}
+            if stopped():
+                break
             missing = [e for e in hot if e.id not in archived]
             if archived_task is None or archived_task.to_dict() != task.to_dict() or missing:
                 self.submit(task, missing)
@@ -339,8 +379,12 @@ class ArchiveWriter:
 
     # -- the loop --------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
+    async def _run(self, abort: StopSignal) -> None:
+        # Ends when the queue is empty while stopping, or when ``abort`` is set: not only
+        # when a CancelledError reaches it, as a cancellation landing in a store call can be
+        # lost on Python 3.11 (see taskcast.core._background), and an outage is retried
+        # for as long as it lasts, so the loop would then run on forever.
+        while not abort.is_set():
             if not self._queue:
                 self._idle.set()
                 if self._stopping:
@@ -351,12 +395,17 @@ class ArchiveWriter:
             batch = self._take()
             self._inflight = batch
             try:
-                await self._deliver(batch)
+                delivered = await self._deliver(batch, abort)
             except asyncio.CancelledError:
                 self._requeue(batch)
                 raise
             finally:
-                self._inflight = []
+                if self._inflight is batch:
+                    self._inflight = []
+            if not delivered:
+                # Aborted with its cancellation lost: as if the cancellation had arrived.
+                self._requeue(batch)
+                return
 
     def _requeue(self, batch: list[_Entry]) -> None:
         """Put an interrupted batch back at the head of the queue (so it is still counted)."""
@@ -394,52 +443,66 @@ class ArchiveWriter:
             break
         return batch
 
-    async def _deliver(self, entries: list[_Entry]) -> None:
-        """Store entries: outages are retried until they end; bad data is isolated and dropped."""
+    async def _deliver(self, entries: list[_Entry], abort: StopSignal) -> bool:
+        """Store entries: outages are retried until they end; bad data is isolated and dropped.
+
+        False if ``abort`` was set before they were all stored or dropped.
+        """
         failures = 0
         while True:
+            if abort.is_set():
+                return False
             live = [e for e in entries if not e.is_cancelled]
             if not live:
-                return
+                return True
             try:
                 async with self._lock:
                     live = [e for e in entries if not e.is_cancelled]
-                    await self._write(live)
+                    written = await self._write(live, abort)
             except Exception as exc:
+                if abort.is_set():
+                    return False
                 if _is_outage(exc):
                     failures += 1
-                    await self._backoff(failures, exc)
+                    await self._backoff(failures, exc, abort)
                     continue
                 units = _split(live)
                 if len(units) > 1:
                     # One bad write must not hold back the others: retry them one by one.
                     for unit in units:
-                        await self._deliver(unit)
-                    return
+                        if not await self._deliver(unit, abort):
+                            return False
+                    return True
                 failures += 1
                 if isinstance(exc, UsageError) or failures >= self.retry.max_attempts:
                     await self._drop(live, exc)
-                    return
-                await self._backoff(failures, exc)
+                    return True
+                await self._backoff(failures, exc, abort)
                 continue
+            if not written:
+                return False
             self._succeeded(live)
-            return
+            return True
 
-    async def _write(self, entries: list[_Entry]) -> None:
+    async def _write(self, entries: list[_Entry], abort: StopSignal) -> bool:
+        """Write entries; False if ``abort`` was set before all of them were written."""
         for entry in entries:
             if entry.task is not None:
                 await self.long_term.save_task(entry.task)
+                if abort.is_set():
+                    return False
         events = [ev for entry in entries for ev in entry.events.values()]
         if events:
             await self.long_term.save_events(events)
+        return True
 
-    async def _backoff(self, failures: int, exc: BaseException) -> None:
+    async def _backoff(self, failures: int, exc: BaseException, abort: StopSignal) -> None:
         if self._state != "retrying":
             logger.warning("archive writes failing, will retry: %r", exc)
         self._state = "retrying"
         self._failures = failures
         self._last_error = repr(exc)
-        await asyncio.sleep(self.retry.delay(failures))
+        await abort.sleep(self.retry.delay(failures))
 
     def _succeeded(self, entries: list[_Entry]) -> None:
         if self._state == "retrying":

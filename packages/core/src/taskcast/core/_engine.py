@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._archive import ArchiveWriter
+from ._background import StopSignal, stop_task
 from ._errors import (
     InvalidInputError,
     InvalidTransitionError,
@@ -21,6 +22,7 @@ from ._errors import (
     TaskConflictError,
     TaskNotFoundError,
     TaskTerminalError,
+    UsageError,
 )
 from ._filters import DELETED_EVENT, STATUS_EVENT
 from ._hooks import HookRunner, TaskcastHooks
@@ -114,6 +116,11 @@ class TaskEngine:
         long_term: Optional archive written behind the publisher.
         hooks: Integrations to notify.
         limits: Input limits.
+        stop_timeout_seconds: Longest :meth:`stop` waits for the engine's background loops
+            (scheduler, lifecycle worker, the archive reconcile started at start) to end,
+            and the archive writer it creates for ``long_term`` for its loop once it gives
+            up draining. A loop still running then is logged, with the place it waits at,
+            and left behind.
     """
 
     def __init__(
@@ -128,7 +135,11 @@ class TaskEngine:
         scheduler: SchedulerConfig | None = None,
         reconcile_archive_on_start: bool = True,
         lifecycle: LifecycleConfig | None = None,
+        stop_timeout_seconds: float = 5.0,
     ) -> None:
+        if not stop_timeout_seconds > 0:
+            raise UsageError(f"stop_timeout_seconds must be positive, not {stop_timeout_seconds}")
+        self.stop_timeout_seconds = stop_timeout_seconds
         self.short_term = short_term
         self.broadcast: BroadcastProvider = broadcast or MemoryBroadcast()
         # Archive writes go through an ordered, retrying queue so they never block or fail
@@ -136,7 +147,9 @@ class TaskEngine:
         if long_term is None or isinstance(long_term, ArchiveWriter):
             self.archive = long_term
         else:
-            self.archive = ArchiveWriter(long_term, on_drop=self._dropped)
+            self.archive = ArchiveWriter(
+                long_term, cancel_timeout=stop_timeout_seconds, on_drop=self._dropped
+            )
         self.long_term: LongTermStore | None = self.archive
         if hooks is None:
             hooks = ()
@@ -149,6 +162,7 @@ class TaskEngine:
         self.scheduler_config = scheduler or SchedulerConfig()
         self.reconcile_archive_on_start = reconcile_archive_on_start
         self._reconcile: asyncio.Task[None] | None = None
+        self._reconcile_stop = StopSignal()
         self._scheduler: Scheduler | None = None
         self.lifecycle_config = lifecycle or LifecycleConfig()
         self._lifecycle: LifecycleWorker | None = None
@@ -178,14 +192,15 @@ class TaskEngine:
         if self.archive is not None and self.reconcile_archive_on_start:
             # A crashed process loses archive writes still queued in memory; the hot store
             # still holds them, so compare in the background and queue what is missing.
+            self._reconcile_stop = StopSignal()
             self._reconcile = asyncio.create_task(
-                self._reconcile_archive(), name="taskcast-reconcile"
+                self._reconcile_archive(self._reconcile_stop), name="taskcast-reconcile"
             )
 
-    async def _reconcile_archive(self) -> None:
+    async def _reconcile_archive(self, stop: StopSignal) -> None:
         assert self.archive is not None
         try:
-            await self.archive.reconcile(self.short_term)
+            await self.archive.reconcile(self.short_term, stopping=stop)
         except Exception as exc:  # startup must not fail on it; the next start retries
             logger.warning("archive reconcile failed: %s", exc)
             await self.hooks.fire_unhandled(exc, {"operation": "archive-reconcile"})
@@ -200,14 +215,27 @@ class TaskEngine:
     async def stop(self) -> None:
         """End open streams, flush archive writes and close the stores."""
         self.hub.shutdown()
-        if self._reconcile is not None:
-            self._reconcile.cancel()
-            await asyncio.gather(self._reconcile, return_exceptions=True)
-            self._reconcile = None
+        # The background loops are told to stop together and each waited for at most
+        # stop_timeout_seconds (see taskcast.core._background): none can hold up the stop.
+        timeout = self.stop_timeout_seconds
+        stopping: list[Awaitable[Any]] = []
+        reconcile, self._reconcile = self._reconcile, None
+        if reconcile is not None:
+            stopping.append(
+                stop_task(
+                    reconcile,
+                    self._reconcile_stop,
+                    timeout=timeout,
+                    what="archive reconcile",
+                    log=logger,
+                )
+            )
         if self._scheduler is not None:
-            await self._scheduler.stop()
+            stopping.append(self._scheduler.stop(timeout))
         if self._lifecycle is not None:
-            await self._lifecycle.stop()
+            stopping.append(self._lifecycle.stop(timeout))
+        if stopping:
+            await asyncio.gather(*stopping)
         if not self._started:
             return
         self._started = False

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._background import StopSignal, stop_task
 from ._errors import TaskcastError, UsageError
 from ._ids import now_ms
 from ._models import EventQuery, Task, TaskEvent, TaskQuery
@@ -187,18 +188,22 @@ class LifecycleWorker:
         self._engine = engine
         self.config = config
         self._task: asyncio.Task[None] | None = None
+        self._stop = StopSignal()
         self.released = 0
         """Tasks this process released."""
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="taskcast-lifecycle")
+            # One signal per run: a loop left over from an earlier run still sees its stop.
+            self._stop = StopSignal()
+            self._task = asyncio.create_task(self._run(self._stop), name="taskcast-lifecycle")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the sweeps; bounded: a loop still running after ``timeout`` seconds is logged
+        (with the place it waits at) and left behind."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task, self._stop, timeout=timeout, what="lifecycle worker", log=logger)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -208,33 +213,40 @@ class LifecycleWorker:
             "idleReleaseAfterSeconds": self.config.idle_release_after_seconds,
         }
 
-    async def _run(self) -> None:
+    async def _run(self, stop: StopSignal) -> None:
+        # The loop ends when ``stop`` is set, not only when a CancelledError reaches it: a
+        # cancellation landing inside a store call can be lost on Python 3.11 (see
+        # taskcast.core._background), and the loop would then run on forever.
         interval = self.config.sweep_interval_seconds
         # Processes started together would otherwise sweep in lockstep.
-        await asyncio.sleep(random.random() * interval)
-        while True:
+        await stop.sleep(random.random() * interval)
+        while not stop.is_set():
             try:
-                await self.sweep()
+                await self._sweep(stop)
             except TaskcastError as exc:
                 logger.warning("lifecycle sweep failed: %s", exc)
             except Exception as exc:  # the loop must survive a store hiccup
                 logger.exception("lifecycle sweep failed")
                 await self._engine.hooks.fire_unhandled(exc, {"operation": "lifecycle"})
-            await asyncio.sleep(interval)
+            await stop.sleep(interval)
 
     async def sweep(self) -> int:
         """Release the tasks that are due (up to ``batch_size``); return how many."""
+        return await self._sweep(None)
+
+    async def _sweep(self, stop: StopSignal | None) -> int:
+        # Stopped part-way, the rest is left for a later sweep (of this or another process).
         now = now_ms()
         released = 0
         after: tuple[int, str] | None = None
         while released < self.config.batch_size:
             page = await self._engine.short_term.list_tasks(TaskQuery(limit=500, after=after))
             for task in page.tasks:
-                if released >= self.config.batch_size:
+                if released >= self.config.batch_size or (stop is not None and stop.is_set()):
                     break
-                if await self._due(task, now) and await self.release(task.id):
+                if await self._due(task, now) and await self._release(task.id, stop):
                     released += 1
-            if page.next_after is None:
+            if page.next_after is None or (stop is not None and stop.is_set()):
                 break
             after = page.next_after
         if released:
@@ -264,21 +276,36 @@ class LifecycleWorker:
 
     async def release(self, task_id: str) -> bool:
         """Release one task now if the archive holds all of it; False if not released."""
+        return await self._release(task_id, None)
+
+    async def _release(self, task_id: str, stop: StopSignal | None) -> bool:
         engine = self._engine
         short_term = engine.short_term
         archive = engine.archive
         if archive is None or not isinstance(short_term, ReleasableStore):
             return False
+
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
         current = await short_term.get_task_revision(task_id)
-        if current is None:
+        if current is None or stopped():
             return False
         task, revision = current
         last = await short_term.last_index(task_id)
+        if stopped():
+            return False
         hot = await short_term.get_events(task_id, EventQuery())
+        if stopped():
+            return False
         # What is durably stored, not what is still queued in this process.
         durable = archive.long_term
         stored = await durable.get_task(task_id)
+        if stopped():
+            return False
         stored_ids = {e.id for e in await durable.get_events(task_id, EventQuery())}
+        if stopped():
+            return False
         missing = [e for e in hot if e.id not in stored_ids]
         if (
             stored is None

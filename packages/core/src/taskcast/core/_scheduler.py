@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._background import StopSignal, stop_task
 from ._errors import InvalidTransitionError, TaskcastError, TaskNotFoundError
 from ._filters import matches_type
 from ._ids import now_ms
@@ -115,6 +116,7 @@ class Scheduler:
         self._engine = engine
         self._config = config
         self._task: asyncio.Task[None] | None = None
+        self._stop = StopSignal()
         self._last_cleanup = 0.0
         # (task id, rule position) pairs whose event cleanup already ran in this process, so
         # a finished task's history is not re-read every interval.
@@ -122,33 +124,41 @@ class Scheduler:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="taskcast-scheduler")
+            # One signal per run: a loop left over from an earlier run still sees its stop.
+            self._stop = StopSignal()
+            self._task = asyncio.create_task(self._run(self._stop), name="taskcast-scheduler")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop; bounded: a loop still running after ``timeout`` seconds is logged
+        (with the place it waits at) and left behind."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await stop_task(task, self._stop, timeout=timeout, what="scheduler", log=logger)
 
-    async def _run(self) -> None:
+    async def _run(self, stop: StopSignal) -> None:
+        # The loop ends when ``stop`` is set, not only when a CancelledError reaches it: a
+        # cancellation landing inside a store call can be lost on Python 3.11 (see
+        # taskcast.core._background), and the loop would then run on forever.
         loop = asyncio.get_running_loop()
-        while True:
+        while not stop.is_set():
             try:
-                await self.tick()
-                if loop.time() - self._last_cleanup >= self._config.cleanup_interval_seconds:
+                await self._tick(stop)
+                if (
+                    not stop.is_set()
+                    and loop.time() - self._last_cleanup >= self._config.cleanup_interval_seconds
+                ):
                     self._last_cleanup = loop.time()
-                    await self.cleanup()
+                    await self._cleanup(stop)
             except TaskcastError as exc:
                 logger.warning("scheduler tick failed: %s", exc)
             except Exception as exc:  # the loop must survive a store hiccup
                 logger.exception("scheduler tick failed")
                 await self._engine.hooks.fire_unhandled(exc, {"operation": "scheduler"})
-            await asyncio.sleep(self._config.interval_seconds)
+            await stop.sleep(self._config.interval_seconds)
 
-    async def _active_tasks(self, statuses: tuple[str, ...]) -> list[Task]:
+    async def _active_tasks(
+        self, statuses: tuple[str, ...], stop: StopSignal | None = None
+    ) -> list[Task]:
         out: list[Task] = []
         after = None
         while True:
@@ -156,14 +166,20 @@ class Scheduler:
                 TaskQuery(statuses=statuses, limit=_PAGE, after=after)
             )
             out.extend(page.tasks)
-            if page.next_after is None:
+            if page.next_after is None or (stop is not None and stop.is_set()):
                 return out
             after = page.next_after
 
     async def tick(self) -> None:
         """Time out expired tasks and wake blocked tasks whose ``resumeAt`` passed."""
+        await self._tick(None)
+
+    async def _tick(self, stop: StopSignal | None) -> None:
+        # Stopped part-way, the rest is left for the next tick (of this or another process).
         now = now_ms()
-        for task in await self._active_tasks(_ACTIVE):
+        for task in await self._active_tasks(_ACTIVE, stop):
+            if stop is not None and stop.is_set():
+                return
             try:
                 if task.deadline_at is not None and task.deadline_at <= now:
                     await self._engine.transition_task(task.id, "timeout")
@@ -179,8 +195,13 @@ class Scheduler:
 
     async def cleanup(self) -> None:
         """Apply per-task and global cleanup rules to finished tasks."""
+        await self._cleanup(None)
+
+    async def _cleanup(self, stop: StopSignal | None) -> None:
         now = now_ms()
-        for task in await self._active_tasks(tuple(TERMINAL_STATUSES)):
+        for task in await self._active_tasks(tuple(TERMINAL_STATUSES), stop):
+            if stop is not None and stop.is_set():
+                return
             rules = list(self._config.cleanup_rules)
             if task.cleanup and isinstance(task.cleanup.get("rules"), list):
                 for raw in task.cleanup["rules"]:
@@ -194,10 +215,12 @@ class Scheduler:
                 continue
             for position, rule in due:
                 if rule.target == "events" and (task.id, position) not in self._events_cleaned:
-                    await self._clean_events(task, rule)
+                    if not await self._clean_events(task, rule, stop):
+                        return
                     self._events_cleaned.add((task.id, position))
 
-    async def _clean_events(self, task: Task, rule: CleanupRule) -> None:
+    async def _clean_events(self, task: Task, rule: CleanupRule, stop: StopSignal | None) -> bool:
+        """Delete the events ``rule`` selects; False if stopped before the end."""
         after = -1
         while True:
             page = await self._engine.get_events(
@@ -207,5 +230,7 @@ class Scheduler:
             if doomed:
                 await self._engine.delete_events(task.id, doomed)
             if len(page) < _PAGE:
-                return
+                return True
+            if stop is not None and stop.is_set():
+                return False
             after = page[-1].index
