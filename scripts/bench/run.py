@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Taskcast's own benchmark: publish throughput, fan-out, idle connections, replay.
+"""Taskcast's own benchmark: publish throughput, fan-out, idle connections, replay, scaling.
 
 One command measures a Taskcast server and, in the same sitting, the bare SSE relay
 (``/work/shared/bench/limit_sse_server.py`` or ``--relay-script``) for the ratios::
@@ -20,6 +20,9 @@ Scenarios (see docs/performance.md for what each figure means):
   to reach all of them.
 - ``s4`` replay: E events published in batches of 100 (timed), the task completed, then a
   fresh subscriber is timed until ``taskcast.done``.
+- ``s5`` publish cost against history length: the same single publishes (plain, a
+  ``latest`` series, an ``accumulate`` series) to a new task and to one holding H events,
+  alternately; medians and their ratio (ideally 1).
 
 The JSON report goes to stdout (or ``--out``); a readable table goes to stderr. The exit
 status is 1 when any run lost, duplicated or reordered an event or saw an error.
