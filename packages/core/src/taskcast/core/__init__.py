@@ -4,6 +4,7 @@ Imports nothing from the other Taskcast packages; adapters and the server build 
 """
 
 from ._archive import ArchiveWriter, RetryPolicy
+from ._background import StopSignal, stop_task
 from ._engine import DELETED_EVENT, EngineLimits, EventInput, TaskEngine, TaskInput
 from ._errors import (
     ConfigError,
@@ -119,6 +120,7 @@ __all__ = [
     "SeriesMode",
     "ShortTermStore",
     "StaleRevisionError",
+    "StopSignal",
     "StorageUnavailableError",
     "StreamOptions",
     "Subscriber",
@@ -157,5 +159,6 @@ __all__ = [
     "rehydrate",
     "select_events",
     "series_states",
+    "stop_task",
     "supports_release",
 ]

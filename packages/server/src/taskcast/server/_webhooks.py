@@ -38,6 +38,7 @@ from taskcast.core import (
     ConfigError,
     InvalidInputError,
     MemoryWebhookOutbox,
+    StopSignal,
     TaskcastError,
     TaskcastHooks,
     TaskEngine,
@@ -51,6 +52,7 @@ from taskcast.core import (
     new_id,
     now_ms,
     parse_webhooks,
+    stop_task,
 )
 
 __all__ = [
@@ -214,18 +216,6 @@ async def resolve_public(host: str, port: int) -> str:
     return addresses[0]
 
 
-def _awaiting(task: asyncio.Task[Any]) -> str:
-    """Where ``task`` is suspended: its chain of awaits, outermost first."""
-    places = []
-    awaitable: Any = task.get_coro()
-    while awaitable is not None:
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
-        if frame is not None:
-            places.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
-    return " -> ".join(places) or repr(task)
-
-
 def _body(event: TaskEvent, wrap: bool) -> str:
     if wrap:
         payload = envelope_dict(event, event.index, event.data)
@@ -263,7 +253,7 @@ class WebhookDispatcher:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = StopSignal()
         self._inflight: dict[asyncio.Task[None], WebhookDelivery] = {}
         self._wake = asyncio.Event()
         self._next_local_due: int | None = None
@@ -299,7 +289,7 @@ class WebhookDispatcher:
         )
         self._wake = asyncio.Event()
         # One event per run: a loop left over from an earlier run still sees its own stop.
-        self._stopping = asyncio.Event()
+        self._stopping = StopSignal()
         self._running = True
         self._loop_task = asyncio.create_task(self._run(self._stopping), name="taskcast-webhooks")
 
@@ -319,21 +309,16 @@ class WebhookDispatcher:
         deadline = loop.time() + limit
         loop_task, self._loop_task = self._loop_task, None
         if loop_task is not None:
-            # The loop ends at its next check of the stop event even if the cancellation
+            # The loop ends at its next check of the stop signal even if the cancellation
             # is lost on the way (see _run); the cancel only cuts short an outbox call.
-            self._stopping.set()
             self._wake.set()
-            loop_task.cancel()
-            # asyncio.wait does not depend on the task acting on its cancellation.
-            await asyncio.wait({loop_task}, timeout=limit)
-            if not loop_task.done():
-                logger.error(
-                    "webhook dispatcher loop did not stop within %.1f s; left running at %s",
-                    limit,
-                    _awaiting(loop_task),
-                )
-            elif not loop_task.cancelled() and loop_task.exception() is not None:
-                logger.error("webhook dispatcher loop failed", exc_info=loop_task.exception())
+            await stop_task(
+                loop_task,
+                self._stopping,
+                timeout=limit,
+                what="webhook dispatcher loop",
+                log=logger,
+            )
         inflight = dict(self._inflight)
         for task in inflight:
             task.cancel()
