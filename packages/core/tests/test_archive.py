@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -28,6 +28,8 @@ from taskcast.core import (
     UsageError,
     new_id,
 )
+
+from ._stopping import returns
 
 pytestmark = pytest.mark.anyio
 
@@ -381,15 +383,6 @@ async def test_stop_keeps_interrupted_batch_and_reopen_resumes(flaky: FlakyStore
     await w.close()
 
 
-async def _returns(stop: Awaitable[None]) -> bool:
-    """Whether ``stop`` returns (within a generous 30 s)."""
-    stopping = asyncio.ensure_future(stop)
-    done, _ = await asyncio.wait({stopping}, timeout=30)
-    for task in done:
-        task.result()
-    return bool(done)
-
-
 class _WriteLosesCancellation(FlakyStore):
     """An archive whose event write hangs (so a stop's drain times out), then absorbs the
     stop's cancellation, as a call wrapped in ``asyncio.wait_for`` can on Python 3.11
@@ -425,7 +418,7 @@ async def test_stop_ends_the_loop_when_its_cancellation_is_lost(
     await store.writing.wait()
     # Before the fix the loop retried the write after the lost cancellation, for as long as
     # the outage lasted, and stop() never returned.
-    stopped = await _returns(w.stop())
+    stopped = await returns(w.stop())
     store.gate.set()  # (so that a loop left running can end at teardown)
     assert stopped, "stop() did not return"
     assert store.lost == 1
@@ -532,7 +525,7 @@ async def test_engine_stop_ends_the_reconcile_when_its_cancellation_is_lost(
     await hot.reading.wait()
     # Before the fix the reconcile went on to the next task after the lost cancellation
     # and engine.stop() never returned.
-    stopped = await _returns(engine.stop())
+    stopped = await returns(engine.stop())
     hot.gate.set()  # (so that a reconcile left running can end at teardown)
     assert stopped, "stop() did not return"
     assert hot.lost == 1

@@ -1,7 +1,6 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -28,6 +27,8 @@ from taskcast.core import (
     supports_release,
 )
 from taskcast.core.testing import collect
+
+from ._stopping import returns
 
 pytestmark = pytest.mark.anyio
 
@@ -383,15 +384,6 @@ async def test_transition_racing_a_release_still_lands() -> None:
             await engine.transition_task(task.id, "paused")
 
 
-async def _returns(stop: Awaitable[None]) -> bool:
-    """Whether ``stop`` returns (within a generous 30 s)."""
-    stopping = asyncio.ensure_future(stop)
-    done, _ = await asyncio.wait({stopping}, timeout=30)
-    for task in done:
-        task.result()
-    return bool(done)
-
-
 class _LosesCancellation(MemoryShortTermStore):
     """A slow store whose task listing absorbs a cancellation, as redis-py's commands do on
     Python 3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of
@@ -441,7 +433,7 @@ async def test_stop_ends_the_worker_when_its_cancellation_is_lost(
         worker = engine.lifecycle
         # Before the fix the worker went on after the lost cancellation (releasing the task
         # and sweeping again) and stop() never returned.
-        stopped = await _returns(worker.stop())
+        stopped = await returns(worker.stop())
         hot.gate.set()  # (so that a loop left running can end at teardown)
         assert stopped, "stop() did not return"
         assert hot.lost == 1

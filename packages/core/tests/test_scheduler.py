@@ -1,7 +1,6 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -24,6 +23,8 @@ from taskcast.core import (
     new_id,
 )
 from taskcast.core.testing import collect, events
+
+from ._stopping import returns
 
 pytestmark = pytest.mark.anyio
 
@@ -200,15 +201,6 @@ async def test_cleanup_events_target_deletes_selected_events() -> None:
         assert older.selects(event, None)
 
 
-async def _returns(stop: Awaitable[None]) -> bool:
-    """Whether ``stop`` returns (within a generous 30 s)."""
-    stopping = asyncio.ensure_future(stop)
-    done, _ = await asyncio.wait({stopping}, timeout=30)
-    for task in done:
-        task.result()
-    return bool(done)
-
-
 class _LosesCancellation(MemoryShortTermStore):
     """A slow store whose task listing absorbs a cancellation, as redis-py's commands do on
     Python 3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of
@@ -244,7 +236,7 @@ async def test_stop_ends_the_loop_when_its_cancellation_is_lost(
         scheduler = engine.scheduler
         # Before the fix the loop went on after the lost cancellation (timing the task out
         # and listing again) and stop() never returned.
-        stopped = await _returns(scheduler.stop())
+        stopped = await returns(scheduler.stop())
         store.gate.set()  # (so that a loop left running can end at teardown)
         assert stopped, "stop() did not return"
         assert store.lost == 1
