@@ -28,7 +28,7 @@ from taskcast.core import (
 )
 from taskcast.core.testing import collect
 
-from ._stopping import returns
+from ._stopping import ListingLosesCancellation, returns
 
 pytestmark = pytest.mark.anyio
 
@@ -384,32 +384,10 @@ async def test_transition_racing_a_release_still_lands() -> None:
             await engine.transition_task(task.id, "paused")
 
 
-class _LosesCancellation(MemoryShortTermStore):
-    """A slow store whose task listing absorbs a cancellation, as redis-py's commands do on
-    Python 3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of
-    raising when the cancel lands just after the write finished (CPython gh-86296)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.slow = True
-        self.listing = asyncio.Event()
-        self.gate = asyncio.Event()
-        self.lost = 0
-
-    async def list_tasks(self, query: TaskQuery) -> TaskPage:
-        if self.slow:
-            self.listing.set()
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                self.lost += 1
-        return await super().list_tasks(query)
-
-
 async def test_stop_ends_the_worker_when_its_cancellation_is_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    hot = _LosesCancellation()
+    hot = ListingLosesCancellation()
     config = LifecycleConfig(
         terminal_release_after_seconds=0.001,
         idle_release_after_seconds=0,

@@ -24,7 +24,7 @@ from taskcast.core import (
 )
 from taskcast.core.testing import collect, events
 
-from ._stopping import returns
+from ._stopping import ListingLosesCancellation, returns
 
 pytestmark = pytest.mark.anyio
 
@@ -201,32 +201,10 @@ async def test_cleanup_events_target_deletes_selected_events() -> None:
         assert older.selects(event, None)
 
 
-class _LosesCancellation(MemoryShortTermStore):
-    """A slow store whose task listing absorbs a cancellation, as redis-py's commands do on
-    Python 3.11: their socket write runs in ``asyncio.wait_for``, which returns instead of
-    raising when the cancel lands just after the write finished (CPython gh-86296)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.slow = True
-        self.listing = asyncio.Event()
-        self.gate = asyncio.Event()
-        self.lost = 0
-
-    async def list_tasks(self, query: TaskQuery) -> TaskPage:
-        if self.slow:
-            self.listing.set()
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                self.lost += 1
-        return await super().list_tasks(query)
-
-
 async def test_stop_ends_the_loop_when_its_cancellation_is_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = _LosesCancellation()
+    store = ListingLosesCancellation()
     # Past its deadline: the first tick would time it out.
     due = Task(id=new_id(), status="running", created_at=1, updated_at=1, ttl=1, deadline_at=1)
     await store.create_task(due)
