@@ -50,8 +50,6 @@ __all__ = ["DELETED_EVENT", "EngineLimits", "EventInput", "TaskEngine", "TaskInp
 
 logger = logging.getLogger("taskcast.core.engine")
 
-"""Broadcast-only marker telling live subscribers that a task was deleted."""
-
 # A compare-and-set that keeps losing to non-conflicting writers is retried this often.
 _CAS_ATTEMPTS = 20
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._models import TaskEvent
+from ._models import TERMINAL_STATUSES, TaskEvent
 
-__all__ = ["DELETED_EVENT", "STATUS_EVENT", "EventFilter", "matches_type"]
+__all__ = ["DELETED_EVENT", "STATUS_EVENT", "EventFilter", "matches_type", "terminal_status"]
 
 STATUS_EVENT = "taskcast:status"
 DELETED_EVENT = "taskcast:deleted"
+"""Broadcast-only marker telling live subscribers that a task was deleted."""
+
+
+def terminal_status(event: TaskEvent) -> str | None:
+    """The terminal status an event announces (a ``taskcast:status`` event), else None."""
+    if event.type == STATUS_EVENT and isinstance(event.data, dict):
+        status = event.data.get("status")
+        if status in TERMINAL_STATUSES:
+            return str(status)
+    return None
 
 
 def matches_type(event_type: str | None, patterns: Sequence[str] | None) -> bool:

@@ -126,9 +126,9 @@ class _Accumulated:
     __slots__ = ("data", "field", "parts")
 
     def __init__(self, data: Any, field_name: str) -> None:
-        self.data = data
-        self.field = field_name
-        self.parts: list[str] | None = None
+        self.data: Any
+        self.field: str
+        self.parts: list[str] | None
         self._reset(data, field_name)
 
     def _reset(self, data: Any, field_name: str) -> None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
 from ._errors import TaskcastError
-from ._filters import DELETED_EVENT, STATUS_EVENT, EventFilter
+from ._filters import DELETED_EVENT, STATUS_EVENT, EventFilter, terminal_status
 from ._hub import Subscriber
-from ._models import TERMINAL_STATUSES, EventQuery, TaskEvent
+from ._models import EventQuery, TaskEvent
 from ._series import Collapser
 from ._wire import HEARTBEAT, WireEvent, done_frame, encode_frame, resync_frame, retry_frame
 
@@ -55,14 +55,6 @@ class StreamOptions:
             or self.since_index is not None
             or self.since_timestamp is not None
         )
-
-
-def _terminal_status(event: TaskEvent) -> str | None:
-    if event.type == STATUS_EVENT and isinstance(event.data, dict):
-        status = event.data.get("status")
-        if status in TERMINAL_STATUSES:
-            return str(status)
-    return None
 
 
 class TaskStream:
@@ -313,7 +305,7 @@ class TaskStream:
             group: list[bytes] = []
             for event in page:
                 self._last = event.index
-                self._terminal = _terminal_status(event) or self._terminal
+                self._terminal = terminal_status(event) or self._terminal
                 ready = collapser.feed(event) if collapser is not None else (event,)
                 for item in ready:
                     frame = self._frame(item)
@@ -383,7 +375,7 @@ class TaskStream:
                     out = self._frame(event, wire)
                     if out is not None:
                         group.append(out)
-                    status = _terminal_status(event)
+                    status = terminal_status(event)
                     if status is not None:
                         self.end_reason = status
                         group.append(done_frame(status))
@@ -407,7 +399,7 @@ class TaskStream:
             frame = self._frame(event)
             if frame is not None:
                 group.append(frame)
-            status = _terminal_status(event)
+            status = terminal_status(event)
             if status is not None:
                 self.end_reason = status
                 group.append(done_frame(status))

@@ -11,8 +11,8 @@ from typing import Any, Final
 
 from pydantic_core import to_json
 
-from ._filters import DELETED_EVENT, STATUS_EVENT
-from ._models import TERMINAL_STATUSES, TaskEvent
+from ._filters import DELETED_EVENT, terminal_status
+from ._models import TaskEvent
 
 __all__ = [
     "HEARTBEAT",
@@ -138,36 +138,25 @@ class WireEvent:
         self._frames: dict[tuple[bool, bool], bytes] = {}
         # The last spliced envelope: subscribers that have seen the same events share a
         # filteredIndex, and handing them the same bytes object lets a server frame it once.
-        self._last: tuple[bool, bool, int, bytes] | None = None
-        self.plain = event.type != DELETED_EVENT and not _is_terminal(event)
+        self._last: tuple[bool, int, bytes] | None = None  # (accumulated, index, envelope)
+        self.plain = event.type != DELETED_EVENT and terminal_status(event) is None
         """Neither a deletion nor a terminal status: a live stream just sends it on."""
 
     def frame(self, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
         acc = accumulated and self.event.has_accumulated
         if wrap:
             last = self._last
-            if (
-                last is not None
-                and last[2] == filtered_index
-                and last[0] is wrap
-                and last[1] is acc
-            ):
-                return last[3]
+            if last is not None and last[1] == filtered_index and last[0] is acc:
+                return last[2]
         key = (wrap, acc)
         cached = self._frames.get(key)
         if cached is None:
             cached = self._frames[key] = _encode(self.event, wrap, acc)
         if wrap:
             out = _ENVELOPE_PREFIX + str(filtered_index).encode() + cached
-            self._last = (wrap, acc, filtered_index, out)
+            self._last = (acc, filtered_index, out)
             return out
         return cached
-
-
-def _is_terminal(event: TaskEvent) -> bool:
-    if event.type == STATUS_EVENT and isinstance(event.data, dict):
-        return event.data.get("status") in TERMINAL_STATUSES
-    return False
 
 
 def done_frame(reason: str) -> bytes:
