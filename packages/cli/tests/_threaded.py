@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -36,3 +37,5 @@ def threaded_server(flags: Mapping[str, tuple[str, Any]] | None = None) -> Itera
         server.should_exit = True
         thread.join(10)
         sock.close()
+        # The server froze the test process's objects at startup (freeze_startup_objects).
+        gc.unfreeze()

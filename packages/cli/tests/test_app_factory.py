@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import signal
 import subprocess
@@ -115,6 +116,25 @@ async def test_build_app_in_a_running_loop_chains_signal_handlers(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+async def test_worker_lifespan_freezes_startup_objects_once_the_engine_runs(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKCAST_STORAGE", "memory")
+    app = build_app()
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+            assert frozen > 1000  # the imports, the app and the engine
+            # Served requests still work on a frozen process.
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                created = await client.post("/tasks", json={})
+                assert created.status_code == 201
+    finally:
+        gc.unfreeze()
 
 
 def test_factory_under_plain_uvicorn_ends_streams_on_sigterm(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from ._server import env_for, run, start
+from ._threaded import threaded_server
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +111,12 @@ def test_config_file_error_in_subprocess_has_no_traceback(tmp_path: Path) -> Non
     assert result.stderr.strip() == (
         'taskcast: config error in ./taskcast.config.yaml: port: expected an integer, got "abc"'
     )
+
+
+def test_the_server_freezes_its_startup_objects() -> None:
+    gc.unfreeze()
+    with threaded_server() as base:
+        # The first full collection would otherwise walk all of them mid-stream.
+        assert gc.get_freeze_count() > 1000
+        assert httpx.post(f"{base}/tasks", json={}).status_code == 201
+    assert gc.get_freeze_count() == 0

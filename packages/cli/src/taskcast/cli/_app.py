@@ -20,7 +20,8 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from taskcast.core import TaskEngine
 from ._build import build
 from ._files import load_config_file
 from ._resolve import file_layer, load_settings
-from ._serve import SETTINGS_ENV, end_streams_until
+from ._serve import SETTINGS_ENV, end_streams_until, freeze_startup_objects
 from ._settings import TaskcastSettings
 
 if TYPE_CHECKING:
@@ -62,7 +63,21 @@ def build_app() -> FastAPI:
     """Build this process's engine and application from :func:`settings_from_env`."""
     built = build(settings_from_env())
     _chain_shutdown_signals(built.engine)
+    _freeze_after_startup(built.app)
     return built.app
+
+
+def _freeze_after_startup(app: FastAPI) -> None:
+    # A worker's engine starts in the application's lifespan, after this factory returns.
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with started(app) as state:
+            freeze_startup_objects()
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 _pending: set[asyncio.Task[None]] = set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ from ._build import build, check_db_path, describe_storage
 from ._errors import SettingsError, StartupError
 from ._settings import TaskcastSettings
 
-__all__ = ["SETTINGS_ENV", "TaskcastServer", "bind_socket", "serve"]
+__all__ = ["SETTINGS_ENV", "TaskcastServer", "bind_socket", "freeze_startup_objects", "serve"]
 
 logger = logging.getLogger("taskcast.cli")
 
@@ -45,6 +46,22 @@ SETTINGS_ENV = "TASKCAST_CLI_SETTINGS"
 """Environment variable carrying the resolved settings (JSON) to worker processes."""
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def freeze_startup_objects() -> None:
+    """Exempt everything built so far from the cyclic garbage collector's later passes.
+
+    The first full collection after startup walked every object the imports, the
+    application and the stores had made (~90,000) and held the event loop for 50-70 ms
+    in the middle of serving: one publish stalled and the ~13 events queued behind it were
+    late to every subscriber (memory backend, S2 max latency 65-75 ms in every run, p99
+    +30%). Frozen, those objects are never walked again; what is made while serving is
+    collected as before. ``gc`` is process-wide, so only the process owner (this CLI, not
+    the libraries) may do this.
+    """
+    gc.collect()
+    gc.freeze()
+    logger.debug("%d startup objects exempted from garbage collection", gc.get_freeze_count())
 
 
 async def end_streams_until(engine: TaskEngine, done: asyncio.Event) -> None:
@@ -111,6 +128,8 @@ class TaskcastServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            freeze_startup_objects()
         if self.started and self._on_started is not None:
             listeners = sockets or [s for srv in self.servers for s in (srv.sockets or ())]
             self._on_started(int(listeners[0].getsockname()[1]))
