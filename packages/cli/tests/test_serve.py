@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -116,7 +117,11 @@ def test_config_file_error_in_subprocess_has_no_traceback(tmp_path: Path) -> Non
 def test_the_server_freezes_its_startup_objects() -> None:
     gc.unfreeze()
     with threaded_server() as base:
-        # The first full collection would otherwise walk all of them mid-stream.
+        # The first full collection would otherwise walk all of them mid-stream. (The
+        # server counts as started just before it freezes; wait for the freeze.)
+        deadline = time.monotonic() + 10
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert gc.get_freeze_count() > 1000
         assert httpx.post(f"{base}/tasks", json={}).status_code == 201
     assert gc.get_freeze_count() == 0

@@ -1,4 +1,4 @@
-"""``POST /tasks/{id}/events`` skips FastAPI's parameter solving: same answers either way."""
+"""``POST /tasks/{id}/events`` is served before FastAPI's routing: same answers either way."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.dependencies.utils import solve_dependencies
-from fastapi.routing import APIRoute
+from fastapi.responses import Response
 from fastapi.telemetry import TelemetryData
 
-from taskcast.core import MemoryShortTermStore, TaskEngine, TaskInput
+from taskcast.core import MemoryShortTermStore, TaskEngine, TaskInput, TaskNotFoundError
 from taskcast.server import (
     AuthContext,
     CustomAuthenticator,
@@ -207,14 +207,11 @@ def test_single_event_parsing_matches_the_general_path(raw: bytes) -> None:
     assert fast == general
 
 
-async def test_publish_is_matched_first_and_other_methods_as_before(
+async def test_other_methods_and_paths_route_as_before(
     engine: TaskEngine, solved: list[str]
 ) -> None:
     app = create_app(engine)
-    first = app.router.routes[0]
-    assert isinstance(first, APIRoute) and not first.include_in_schema
-    assert (first.path, first.methods) == ("/tasks/{task_id}/events", {"POST"})
-    # Still documented once, by the events router's route.
+    # Documented once, by the events router's route.
     assert list(app.openapi()["paths"]["/tasks/{task_id}/events"]) == ["post", "get"]
     async with await _client(app) as c:
         r = await c.post("/tasks/t1/events", json={"type": "a"})
@@ -229,3 +226,90 @@ async def test_publish_is_matched_first_and_other_methods_as_before(
         r = await c.get("/tasks/t1/events/history")
         assert r.status_code == 200 and [e["type"] for e in r.json()] == ["a"]
     assert solved == ["/tasks/t1/events/history"]
+
+
+async def test_middleware_of_the_app_and_its_host_wraps_the_fast_path(
+    engine: TaskEngine, solved: list[str]
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Recorder:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def record(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    seen.append((scope["path"], message["status"]))
+                await send(message)
+
+            await self.app(scope, receive, record)
+
+    app = create_app(engine, config=ServerConfig(cors_origins=("https://a.example",)))
+    app.add_middleware(Recorder)  # a host's, added after create_app
+    async with await _client(app) as c:
+        r = await c.post(
+            "/tasks/t1/events", json={"type": "a"}, headers={"origin": "https://a.example"}
+        )
+        assert r.status_code == 201
+        assert r.headers["access-control-allow-origin"] == "https://a.example"
+        r = await c.post("/tasks/nope/events", json={"type": "a"})
+        assert r.status_code == 404
+    assert seen == [("/tasks/t1/events", 201), ("/tasks/nope/events", 404)]
+    assert solved == []
+
+
+async def test_publish_in_an_app_mounted_under_a_prefix(
+    engine: TaskEngine, solved: list[str]
+) -> None:
+    host = FastAPI()
+    host.mount("/taskcast", create_app(engine))
+    async with await _client(host) as c:
+        r = await c.post("/taskcast/tasks/t1/events", json={"type": "a"})
+        assert (r.status_code, r.json()["taskId"]) == (201, "t1")
+        r = await c.post("/taskcast/tasks/t1/events/", json={"type": "a"})
+        assert (r.status_code, r.headers["location"]) == (
+            307,
+            "http://t/taskcast/tasks/t1/events",
+        )
+        r = await c.post("/tasks/t1/events", json={"type": "a"})
+        assert r.status_code == 404
+    assert solved == []
+    assert [e.type for e in await engine.get_events("t1")] == ["a"]
+
+
+async def test_the_apps_exception_handlers_answer_for_the_fast_path(
+    engine: TaskEngine, solved: list[str]
+) -> None:
+    app = create_app(engine)
+    calls: list[str] = []
+
+    def teapot(request: Request, exc: Exception) -> Response:  # a plain (sync) handler
+        calls.append(request.path_params["task_id"])
+        return Response(b"gone", status_code=418)
+
+    app.add_exception_handler(TaskNotFoundError, teapot)
+    async with await _client(app) as c:
+        r = await c.post("/tasks/nope/events", json={"type": "a"})
+        assert (r.status_code, r.content) == (418, b"gone")
+    assert calls == ["nope"]
+    assert solved == []
+
+
+async def test_an_unhandled_error_is_a_500_as_from_the_route(
+    engine: TaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "publish_events", broken)
+    answers = []
+    for overrides in (False, True):
+        app = create_app(engine)
+        if overrides:
+            app.dependency_overrides[_header_auth] = _header_auth
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.post("/tasks/t1/events", json={"type": "a"})
+        answers.append((r.status_code, r.text))
+    assert answers == [(500, "Internal Server Error")] * 2

@@ -42,12 +42,20 @@ class HookRunner:
 
     def __init__(self, hooks: Sequence[TaskcastHooks] = ()) -> None:
         self._hooks: list[TaskcastHooks] = list(hooks)
+        self._wanted = self._names()
 
     def add(self, hooks: TaskcastHooks) -> None:
         self._hooks.append(hooks)
+        self._wanted = self._names()
 
     def wants(self, name: str) -> bool:
-        return any(getattr(h, name) is not None for h in self._hooks)
+        # Asked on every publish; hook sets are frozen, so the answer changes only in add().
+        return name in self._wanted
+
+    def _names(self) -> frozenset[str]:
+        return frozenset(
+            name for name in HOOK_NAMES if any(getattr(h, name) is not None for h in self._hooks)
+        )
 
     async def fire(self, name: str, *args: Any) -> None:
         for hooks in self._hooks:

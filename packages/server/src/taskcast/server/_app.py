@@ -109,7 +109,8 @@ def create_app(
     app.include_router(_tasks.router)
     app.include_router(_events.router)
     app.include_router(_webhook_routes.router)
-    app.router.routes.insert(0, _events.first_publish_route(app))
+    # First added, so innermost: the middleware added below and by a host wraps it.
+    app.add_middleware(_events.PublishFastPath, owner=app)
     if config.metrics or config.opentelemetry:
         install_metrics(app, engine, config)
     if config.cors_origins is not None:

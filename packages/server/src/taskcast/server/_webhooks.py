@@ -260,6 +260,8 @@ class WebhookDispatcher:
         self._running = False
         self._last_purge = 0
         self._hooks_cache: OrderedDict[str, tuple[WebhookConfig, ...]] = OrderedDict()
+        # Settings are frozen: the global hooks are paired once, not on every publish.
+        self._global_hooks = [(h, True) for h in self.settings.hooks]
         self.observer: WebhookObserver | None = None
         """Told each attempt's outcome (set by the app when metrics are on)."""
         engine.hooks.add(
@@ -417,10 +419,10 @@ class WebhookDispatcher:
     async def _on_published(self, task_id: str, events: Sequence[TaskEvent]) -> None:
         if not self._running:
             return
-        hooks = [(h, True) for h in self.settings.hooks]
-        hooks += [(h, False) for h in await self._task_hooks(task_id)]
-        if not hooks:
+        own = await self._task_hooks(task_id)
+        if not own and not self._global_hooks:
             return
+        hooks = self._global_hooks + [(h, False) for h in own]
         deliveries = self.deliveries_for(events, hooks)
         if deliveries:
             await self.outbox.enqueue(deliveries)
