@@ -296,3 +296,65 @@ async def test_missed_broadcast_is_caught_up_on_wake_and_heartbeat(engine: TaskE
     assert any(f.comment == "ping" for f in rest)
     assert rest[-1].data == {"reason": "completed"}
     assert rest[-2].data["rawIndex"] == 3
+
+
+class _SlowPages(MemoryShortTermStore):
+    """Records each page read; a read takes a little while, as from SQLite or Redis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, int]] = []
+
+    async def get_events(self, task_id: str, query: Any) -> list[TaskEvent]:
+        self.log.append(("read", query.after_index))
+        await asyncio.sleep(0.01)
+        page = await super().get_events(task_id, query)
+        self.log.append(("got", query.after_index))
+        return page
+
+
+async def test_replay_reads_the_next_page_while_the_current_one_is_sent() -> None:
+    store = _SlowPages()
+    async with TaskEngine(short_term=store) as engine:
+        tid = await running_task(engine, 24)  # 25 events with the status
+        await engine.transition_task(tid, "completed")
+        frames = TaskStream(engine, tid, StreamOptions(page_size=10)).frames()
+        seen: list[int] = []
+        async for frame in frames:
+            env = parse(frame)
+            if env.event == "taskcast.event":
+                seen.append(env.data["rawIndex"])
+                if env.data["rawIndex"] == 0:
+                    # The first page is in hand: the second is already being read.
+                    assert store.log[-1] == ("read", 9)
+        assert seen == list(range(26))
+        reads = [after for kind, after in store.log if kind == "read"]
+        assert reads[:3] == [-1, 9, 19]
+
+
+async def test_replay_with_a_limit_reads_no_page_beyond_it() -> None:
+    store = _SlowPages()
+    async with TaskEngine(short_term=store) as engine:
+        tid = await running_task(engine, 30)
+        stream_ = TaskStream(engine, tid, StreamOptions(page_size=10, limit=20)).frames()
+        frames = await collect(stream_, max_frames=21)  # the retry hint and 20 events
+        await stream_.aclose()  # type: ignore[attr-defined]
+        assert [e["rawIndex"] for e in events(frames)] == list(range(20))
+        reads = [after for kind, after in store.log if kind == "read"]
+        assert reads[:2] == [-1, 9]
+        assert 19 not in reads  # the limit was reached: no third page
+
+
+async def test_a_stream_closed_mid_replay_cancels_its_read_ahead() -> None:
+    store = _SlowPages()
+    async with TaskEngine(short_term=store) as engine:
+        tid = await running_task(engine, 24)
+        await engine.transition_task(tid, "completed")
+        frames = TaskStream(engine, tid, StreamOptions(page_size=10)).frames()
+        async for frame in frames:
+            if parse(frame).event == "taskcast.event":
+                break
+        await frames.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+        # The second page's read was started, then dropped: it never completed.
+        assert ("read", 9) in store.log and ("got", 9) not in store.log

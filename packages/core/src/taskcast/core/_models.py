@@ -50,6 +50,7 @@ LEVELS: Final[tuple[str, ...]] = get_args(Level)
 SERIES_MODES: Final[tuple[str, ...]] = get_args(SeriesMode)
 
 _MISSING: Any = object()
+_new_object = object.__new__
 
 
 def _camel(name: str) -> str:
@@ -165,22 +166,23 @@ class TaskEvent:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
-        event = cls(
-            id=data["id"],
-            task_id=data["taskId"],
-            index=data["index"],
-            timestamp=data["timestamp"],
-            type=data["type"],
-            level=data["level"],
-            data=data.get("data"),
-            series_id=data.get("seriesId"),
-            series_mode=data.get("seriesMode"),
-            series_acc_field=data.get("seriesAccField"),
-            series_snapshot=data.get("seriesSnapshot") or None,
-            idempotency_key=data.get("idempotencyKey"),
-        )
-        if "_accumulatedData" in data:
-            event.accumulated = data["_accumulatedData"]
+        # Replay from SQLite and Redis builds one event per stored row: filling the slots of
+        # a bare instance takes half the time of the generated keyword __init__.
+        event = _new_object(cls)
+        event.id = data["id"]
+        event.task_id = data["taskId"]
+        event.index = data["index"]
+        event.timestamp = data["timestamp"]
+        event.type = data["type"]
+        event.level = data["level"]
+        get = data.get
+        event.data = get("data")
+        event.series_id = get("seriesId")
+        event.series_mode = get("seriesMode")
+        event.series_acc_field = get("seriesAccField")
+        event.series_snapshot = get("seriesSnapshot") or None
+        event.idempotency_key = get("idempotencyKey")
+        event.accumulated = get("_accumulatedData", _MISSING)
         return event
 
     def copy(self, **changes: Any) -> TaskEvent:

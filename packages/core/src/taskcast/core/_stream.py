@@ -9,6 +9,7 @@ ever skipped silently.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ class StreamOptions:
             or self.since_index is not None
             or self.since_timestamp is not None
         )
+
+
+def _consume(future: asyncio.Future[list[TaskEvent]]) -> None:
+    # A read made needless by the stream's end: its outcome (or failure) is not wanted.
+    if not future.cancelled():
+        future.exception()
 
 
 class TaskStream:
@@ -291,32 +298,52 @@ class TaskStream:
     async def _pages(
         self, collapser: Collapser | None, limit: int | None
     ) -> AsyncIterator[list[bytes]]:
-        """Stored events after ``self._last`` (and the timestamp cursor), one group per page."""
+        """Stored events after ``self._last`` (and the timestamp cursor), one group per page.
+
+        The next page is asked for as soon as a full page arrives, so the store reads it
+        (on its reader thread, or in its server) while this one is formatted and written.
+        """
         opt = self._opt
         remaining = limit
-        while True:
-            size = opt.page_size if remaining is None else min(opt.page_size, remaining)
-            if size <= 0:
-                return
-            page = await self._engine.get_events(
-                self._task_id,
-                EventQuery(after_index=self._last, after_timestamp=opt.since_timestamp, limit=size),
-            )
-            group: list[bytes] = []
-            for event in page:
-                self._last = event.index
-                self._terminal = terminal_status(event) or self._terminal
-                ready = collapser.feed(event) if collapser is not None else (event,)
-                for item in ready:
-                    frame = self._frame(item)
-                    if frame is not None:
-                        group.append(frame)
-            if group:
-                yield group
-            if remaining is not None:
-                remaining -= len(page)
-            if len(page) < size:
-                return
+        size = opt.page_size if remaining is None else min(opt.page_size, remaining)
+        if size <= 0:
+            return
+        reading = self._read(self._last, size)
+        try:
+            while True:
+                page = await reading
+                if remaining is not None:
+                    remaining -= len(page)
+                full = len(page) == size
+                if full:
+                    size = opt.page_size if remaining is None else min(opt.page_size, remaining)
+                    full = size > 0
+                if full:
+                    reading = self._read(page[-1].index, size)
+                    # Let the read begin (hand the query to the reader thread or the
+                    # server) before this page is formatted.
+                    await asyncio.sleep(0)
+                group: list[bytes] = []
+                for event in page:
+                    self._last = event.index
+                    self._terminal = terminal_status(event) or self._terminal
+                    ready = collapser.feed(event) if collapser is not None else (event,)
+                    for item in ready:
+                        frame = self._frame(item)
+                        if frame is not None:
+                            group.append(frame)
+                if group:
+                    yield group
+                if not full:
+                    return
+        finally:
+            if not reading.done():
+                reading.cancel()
+                reading.add_done_callback(_consume)
+
+    def _read(self, after: int, size: int) -> asyncio.Future[list[TaskEvent]]:
+        query = EventQuery(after_index=after, after_timestamp=self._opt.since_timestamp, limit=size)
+        return asyncio.ensure_future(self._engine.get_events(self._task_id, query))
 
     async def _live(self, sub: Subscriber) -> AsyncIterator[list[bytes]]:
         if self._write is not None:

@@ -75,57 +75,87 @@ def _json_str(text: str) -> bytes:
     return out
 
 
-def _envelope_tail(event: TaskEvent, data: Any) -> bytes:
-    """``to_json(envelope_dict(event, 0, data))`` without its ``{"filteredIndex":0`` head.
+# The envelope after ``{"filteredIndex":N`` and the frame's id line, as one format: replay
+# formats every stored event it sends, and building a dict to encode (or several pieces to
+# join) was most of its time. Every string goes through pydantic-core's encoder, so the
+# bytes are those of ``to_json(envelope_dict(...))``.
+_TAIL: Final = (
+    b',"rawIndex":%d,"eventId":%b,"taskId":%b,"type":%b,"timestamp":%d,"level":%b,"data":%b'
+    b"%b}\nid: %b\n\n"
+)
+_FRAME: Final = _ENVELOPE_PREFIX + b"%d" + _TAIL
 
-    Built by formatting: building the dict and encoding it was most of a replay's time.
-    Every string goes through pydantic-core's encoder, so the bytes are the same.
-    """
+# JSON of the series fields of an envelope, by (seriesId, seriesMode, seriesAccField,
+# seriesSnapshot): a handful per task.
+_series: dict[tuple[str | None, str | None, str | None, bool], bytes] = {}
+
+
+def _series_json(event: TaskEvent) -> bytes:
+    key = (event.series_id, event.series_mode, event.series_acc_field, bool(event.series_snapshot))
+    out = _series.get(key)
+    if out is None:
+        out = b""
+        if event.series_id is not None:
+            out += b',"seriesId":' + to_json(event.series_id)
+        if event.series_mode is not None:
+            out += b',"seriesMode":' + to_json(event.series_mode)
+        if event.series_acc_field is not None:
+            out += b',"seriesAccField":' + to_json(event.series_acc_field)
+        if event.series_snapshot:
+            out += b',"seriesSnapshot":true'
+        if len(_series) >= _STRINGS_MAX:
+            _series.clear()
+        _series[key] = out
+    return out
+
+
+def _envelope(event: TaskEvent, data: Any, filtered_index: int | None) -> bytes:
+    """The wrapped frame from ``filteredIndex`` on (None: everything after it)."""
     eid = event.id
+    raw_id = eid.encode()
     # Server-made ids are ULIDs; anything else is encoded (and escaped) in full.
-    id_json = b'"%b"' % eid.encode() if eid.isascii() and eid.isalnum() else to_json(eid)
-    out = (
-        b',"rawIndex":%d,"eventId":%b,"taskId":%b,"type":%b,"timestamp":%d,"level":%b,"data":%b'
-        % (
-            event.index,
-            id_json,
-            _json_str(event.task_id),
-            _json_str(event.type),
-            event.timestamp,
-            _json_str(event.level),
-            to_json(data),
-        )
+    id_json = b'"' + raw_id + b'"' if eid.isascii() and eid.isalnum() else to_json(eid)
+    series = (
+        b""
+        if event.series_id is None and event.series_mode is None and not event.series_snapshot
+        else _series_json(event)
     )
-    if event.series_id is not None:
-        out += b',"seriesId":' + _json_str(event.series_id)
-    if event.series_mode is not None:
-        out += b',"seriesMode":' + _json_str(event.series_mode)
-    if event.series_acc_field is not None:
-        out += b',"seriesAccField":' + _json_str(event.series_acc_field)
-    if event.series_snapshot:
-        out += b',"seriesSnapshot":true'
-    return out + b"}"
+    fields = (
+        event.index,
+        id_json,
+        _json_str(event.task_id),
+        _json_str(event.type),
+        event.timestamp,
+        _json_str(event.level),
+        to_json(data),
+        series,
+        raw_id,
+    )
+    if filtered_index is None:
+        return _TAIL % fields
+    return _FRAME % (filtered_index, *fields)
 
 
 def _encode(event: TaskEvent, wrap: bool, accumulated: bool) -> bytes:
     global _encodes
     _encodes += 1
     data = event.accumulated if accumulated else event.data
-    id_line = b"\nid: " + event.id.encode() + b"\n\n"
     if wrap:
-        return _envelope_tail(event, data) + id_line
+        return _envelope(event, data, None)
     payload = event.to_dict()
     if accumulated:
         payload["data"] = data
-    return _EVENT_PREFIX + to_json(payload) + id_line
+    return _EVENT_PREFIX + to_json(payload) + b"\nid: " + event.id.encode() + b"\n\n"
 
 
 def encode_frame(event: TaskEvent, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
     """One subscriber's frame of ``event``, encoded for it alone (replay; nothing cached)."""
-    body = _encode(event, wrap, accumulated and event.has_accumulated)
-    if wrap:
-        return b"%b%d%b" % (_ENVELOPE_PREFIX, filtered_index, body)
-    return body
+    acc = accumulated and event.has_accumulated
+    if not wrap:
+        return _encode(event, False, acc)
+    global _encodes
+    _encodes += 1
+    return _envelope(event, event.accumulated if acc else event.data, filtered_index)
 
 
 class WireEvent:
