@@ -6,7 +6,7 @@ history endpoint call :class:`Collapser`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,8 +203,12 @@ class Collapser:
         self._sent: set[str] = set()
         self._run: _Run | None = None
 
-    def feed(self, event: TaskEvent) -> Iterator[TaskEvent]:
-        """Take the next stored event; yield whatever is now ready to send."""
+    def feed(self, event: TaskEvent) -> tuple[TaskEvent, ...]:
+        """Take the next stored event; return whatever is now ready to send.
+
+        A tuple rather than a generator: replay feeds every stored event through here, and
+        made and drained a generator object for each.
+        """
         if event.series_mode == "accumulate" and event.series_id is not None:
             sid = event.series_id
             state = self._states.get(sid)
@@ -215,9 +219,10 @@ class Collapser:
                 appends = False
             else:
                 appends = state.add(event)
+            ready: tuple[TaskEvent, ...] = ()
             run = self._run
             if run is not None and run.series_id != sid:
-                yield self._emit(run)
+                ready = (self._emit(run),)
                 run = None
             if run is None:
                 run = self._run = _Run(sid)
@@ -227,16 +232,18 @@ class Collapser:
                 run.pieces.append(event.data[event.series_acc_field or DEFAULT_ACC_FIELD])
             else:
                 run.appends_only = False
-            return
+            return ready
         if self._run is not None:
             run, self._run = self._run, None
-            yield self._emit(run)
-        yield event
+            return (self._emit(run), event)
+        return (event,)
 
-    def flush(self) -> Iterator[TaskEvent]:
+    def flush(self) -> tuple[TaskEvent, ...]:
+        """What is still held back (the last run), at the end of the history."""
         if self._run is not None:
             run, self._run = self._run, None
-            yield self._emit(run)
+            return (self._emit(run),)
+        return ()
 
     def _emit(self, run: _Run) -> TaskEvent:
         last = run.last
