@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from pydantic_core import to_json
 
 from taskcast.core import TaskEvent, WireEvent, envelope_dict, new_id
-from taskcast.core._wire import _STRINGS_MAX, _strings, encode_frame
+from taskcast.core._wire import _STRINGS_MAX, _series, _strings, encode_frame
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
@@ -25,11 +25,12 @@ _JSON = st.recursive(
     timestamp=st.integers(0, 2**53),
     level=st.sampled_from(["debug", "info", "warn", "error"]),
     data=_JSON,
+    # Each series field on its own: the API does not require seriesId beside the others.
     series=st.one_of(
         st.none(),
         st.tuples(
-            st.text(),
-            st.sampled_from(["keep-all", "accumulate", "latest"]),
+            st.one_of(st.none(), st.text()),
+            st.one_of(st.none(), st.sampled_from(["keep-all", "accumulate", "latest"])),
             st.one_of(st.none(), st.text()),
             st.one_of(st.none(), st.just(True)),
         ),
@@ -44,7 +45,7 @@ def test_envelope_bytes_equal_the_encoded_dict(
     timestamp: int,
     level: Any,
     data: Any,
-    series: tuple[str, Any, str | None, bool | None] | None,
+    series: tuple[str | None, Any, str | None, bool | None] | None,
     filtered_index: int,
 ) -> None:
     fields: dict[str, Any] = {}
@@ -75,10 +76,17 @@ def test_envelope_bytes_equal_the_encoded_dict(
     )
 
 
-def test_string_cache_stays_bounded() -> None:
+def test_string_and_series_caches_stay_bounded() -> None:
     for i in range(_STRINGS_MAX + 10):
         event = TaskEvent(
-            id=new_id(), task_id=f"task-{i}", index=0, timestamp=0, type="t", level="info"
+            id=new_id(),
+            task_id=f"task-{i}",
+            index=0,
+            timestamp=0,
+            type="t",
+            level="info",
+            series_id=f"s-{i}",
         )
         encode_frame(event, wrap=True, accumulated=False, filtered_index=0)
     assert len(_strings) <= _STRINGS_MAX
+    assert len(_series) <= _STRINGS_MAX

@@ -128,9 +128,10 @@ class TaskcastServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
-            freeze_startup_objects()
-        if self.started and self._on_started is not None:
+        if not self.started:
+            return
+        freeze_startup_objects()
+        if self._on_started is not None:
             listeners = sockets or [s for srv in self.servers for s in (srv.sockets or ())]
             self._on_started(int(listeners[0].getsockname()[1]))
 

@@ -311,14 +311,14 @@ class TaskStream:
         reading = self._read(self._last, size)
         try:
             while True:
+                size_asked = size
                 page = await reading
                 if remaining is not None:
                     remaining -= len(page)
-                full = len(page) == size
-                if full:
-                    size = opt.page_size if remaining is None else min(opt.page_size, remaining)
-                    full = size > 0
-                if full:
+                # A full page may have more behind it, unless the limit is reached.
+                size = opt.page_size if remaining is None else min(opt.page_size, remaining)
+                more = len(page) == size_asked and size > 0
+                if more:
                     reading = self._read(page[-1].index, size)
                     # Let the read begin (hand the query to the reader thread or the
                     # server) before this page is formatted.
@@ -334,7 +334,7 @@ class TaskStream:
                             group.append(frame)
                 if group:
                     yield group
-                if not full:
+                if not more:
                     return
         finally:
             if not reading.done():

@@ -115,11 +115,6 @@ def _envelope(event: TaskEvent, data: Any, filtered_index: int | None) -> bytes:
     raw_id = eid.encode()
     # Server-made ids are ULIDs; anything else is encoded (and escaped) in full.
     id_json = b'"' + raw_id + b'"' if eid.isascii() and eid.isalnum() else to_json(eid)
-    series = (
-        b""
-        if event.series_id is None and event.series_mode is None and not event.series_snapshot
-        else _series_json(event)
-    )
     fields = (
         event.index,
         id_json,
@@ -128,7 +123,7 @@ def _envelope(event: TaskEvent, data: Any, filtered_index: int | None) -> bytes:
         event.timestamp,
         _json_str(event.level),
         to_json(data),
-        series,
+        _series_json(event),
         raw_id,
     )
     if filtered_index is None:
@@ -136,12 +131,15 @@ def _envelope(event: TaskEvent, data: Any, filtered_index: int | None) -> bytes:
     return _FRAME % (filtered_index, *fields)
 
 
-def _encode(event: TaskEvent, wrap: bool, accumulated: bool) -> bytes:
+def _encode(
+    event: TaskEvent, wrap: bool, accumulated: bool, filtered_index: int | None = None
+) -> bytes:
+    """The frame of ``event``; wrapped, from ``filteredIndex`` on unless one is given."""
     global _encodes
     _encodes += 1
     data = event.accumulated if accumulated else event.data
     if wrap:
-        return _envelope(event, data, None)
+        return _envelope(event, data, filtered_index)
     payload = event.to_dict()
     if accumulated:
         payload["data"] = data
@@ -150,12 +148,7 @@ def _encode(event: TaskEvent, wrap: bool, accumulated: bool) -> bytes:
 
 def encode_frame(event: TaskEvent, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
     """One subscriber's frame of ``event``, encoded for it alone (replay; nothing cached)."""
-    acc = accumulated and event.has_accumulated
-    if not wrap:
-        return _encode(event, False, acc)
-    global _encodes
-    _encodes += 1
-    return _envelope(event, event.accumulated if acc else event.data, filtered_index)
+    return _encode(event, wrap, accumulated and event.has_accumulated, filtered_index)
 
 
 class WireEvent:
