@@ -77,7 +77,7 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
             clean_env / "f.yaml",
             {
                 "cors": ["https://a"],
-                "limits": {"maxBatch": 5, "queueLimit": 6},
+                "limits": {"maxBatch": 5, "queueLimit": 6, "eventCacheBytes": 4096},
                 "retryMs": 9,
                 "writeTimeoutSeconds": 12,
             },
@@ -85,6 +85,7 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
     )
     built = build(settings)
     assert isinstance(built.engine.short_term, SQLiteStore)
+    assert built.engine.short_term.event_cache.max_bytes == 4096
     assert built.engine.limits.max_batch == 5
     config = built.app.state.config
     assert config.cors_origins == ("https://a",)

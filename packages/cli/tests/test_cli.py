@@ -103,7 +103,13 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
     assert data["writeTimeoutSeconds"] == 7.5
     assert data["shutdownTimeoutSeconds"] == 4
     assert data["cors"] == ["https://a", "https://b"]
-    assert data["limits"] == {"maxBodyBytes": 5, "maxDataBytes": 6, "maxBatch": 7, "queueLimit": 8}
+    assert data["limits"] == {
+        "maxBodyBytes": 5,
+        "maxDataBytes": 6,
+        "maxBatch": 7,
+        "queueLimit": 8,
+        "eventCacheBytes": 32 * 1024 * 1024,
+    }
     assert data["processes"] == 2
     assert data["auth"]["mode"] == "jwt"
     assert data["configFile"] == str(config)

@@ -91,6 +91,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_MAX_DATA_BYTES": "12",
         "TASKCAST_MAX_BATCH": "13",
         "TASKCAST_QUEUE_LIMIT": "14",
+        "TASKCAST_EVENT_CACHE_BYTES": "0",
         "TASKCAST_AUTH_MODE": "JWT",
         "TASKCAST_JWT_ALGORITHM": "RS256",
         "TASKCAST_JWT_SECRET": "sec",
@@ -132,6 +133,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.cors == ["https://a.example", "https://b.example"]
     assert (s.limits.max_body_bytes, s.limits.max_data_bytes) == (11, 12)
     assert (s.limits.max_batch, s.limits.queue_limit) == (13, 14)
+    assert s.limits.event_cache_bytes == 0
     assert s.auth.mode == "jwt"
     jwt = s.auth.jwt
     assert (jwt.algorithm, jwt.secret, jwt.public_key) == ("RS256", "sec", "pem")

@@ -5,7 +5,7 @@ from typing import Any
 from hypothesis import given, strategies as st
 from pydantic_core import to_json
 
-from taskcast.core import TaskEvent, WireEvent, envelope_dict, new_id
+from taskcast.core import TaskEvent, WireEvent, encode_count, envelope_dict, new_id
 from taskcast.core._wire import _STRINGS_MAX, _series, _strings, encode_frame
 
 _JSON = st.recursive(
@@ -90,3 +90,43 @@ def test_string_and_series_caches_stay_bounded() -> None:
         encode_frame(event, wrap=True, accumulated=False, filtered_index=0)
     assert len(_strings) <= _STRINGS_MAX
     assert len(_series) <= _STRINGS_MAX
+
+
+def test_a_replayed_event_keeps_its_envelope() -> None:
+    event = TaskEvent(
+        id=new_id(), task_id="t", index=3, timestamp=5, type="log", level="info", data={"a": 1}
+    )
+    first = encode_frame(event, wrap=True, accumulated=False, filtered_index=0)
+    encodes = encode_count()
+    second = encode_frame(event, wrap=True, accumulated=False, filtered_index=7)
+    assert encode_count() == encodes
+    assert second == first.replace(b'"filteredIndex":0', b'"filteredIndex":7')
+    # The kept envelope is not part of the event's value, and a copy starts without it.
+    copy = event.copy(data={"a": 2})
+    assert copy == TaskEvent(**{**vars_of(event), "data": {"a": 2}})
+    assert copy._wire is None
+    assert b'"data":{"a":2}' in encode_frame(copy, wrap=True, accumulated=False, filtered_index=0)
+    assert "_wire" not in repr(event)
+    assert TaskEvent.from_dict(event.to_dict())._wire is None
+
+
+def test_other_shapes_are_encoded_each_time() -> None:
+    event = TaskEvent(
+        id=new_id(), task_id="t", index=0, timestamp=5, type="log", level="info", data="x"
+    )
+    event.accumulated = "xy"
+    for _ in range(2):
+        before = encode_count()
+        acc = encode_frame(event, wrap=True, accumulated=True, filtered_index=0)
+        plain = encode_frame(event, wrap=False, accumulated=False, filtered_index=0)
+        assert encode_count() == before + 2
+    assert b'"data":"xy"' in acc
+    assert b'"data":"x"' in plain and b"filteredIndex" not in plain
+    assert event._wire is None
+
+
+def vars_of(event: TaskEvent) -> dict[str, Any]:
+    return {
+        name: getattr(event, name)
+        for name in ("id", "task_id", "index", "timestamp", "type", "level", "data")
+    }

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from taskcast.core.testing import BroadcastContract, ReleasableStoreContract, ShortTermStoreContract
+from collections.abc import AsyncIterator
+
+import pytest
+
+from taskcast.core.testing import (
+    BroadcastContract,
+    EventCacheContract,
+    ReleasableStoreContract,
+    ShortTermStoreContract,
+)
+from taskcast.redis import RedisShortTermStore
 
 # The `store` and `broadcast` fixtures come from conftest.py.
 
@@ -17,3 +27,14 @@ class TestRedisBroadcast(BroadcastContract):
 
 class TestRedisReleasableStore(ReleasableStoreContract):
     pass
+
+
+class TestRedisEventCache(EventCacheContract):
+    @pytest.fixture
+    async def uncached_store(
+        self, redis_url: str, prefix: str
+    ) -> AsyncIterator[RedisShortTermStore]:
+        s = RedisShortTermStore(redis_url, prefix=prefix, cache_bytes=0)
+        await s.open()
+        yield s
+        await s.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from taskcast.core import ShortTermStore
-from taskcast.core.testing import ShortTermStoreContract
+from taskcast.core.testing import EventCacheContract, ShortTermStoreContract
 from taskcast.sqlite import SQLiteStore
 
 
@@ -25,3 +25,19 @@ class TestSQLiteShortTermStore(ShortTermStoreContract):
             False,
             True,
         )
+
+
+class TestSQLiteEventCache(EventCacheContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+        store = SQLiteStore(tmp_path / "cached.db")
+        await store.open()
+        yield store
+        await store.close()
+
+    @pytest.fixture
+    async def uncached_store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+        store = SQLiteStore(tmp_path / "uncached.db", cache_bytes=0)
+        await store.open()
+        yield store
+        await store.close()

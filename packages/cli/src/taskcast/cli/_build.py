@@ -93,7 +93,7 @@ def _short_term(settings: TaskcastSettings) -> tuple[ShortTermStore, BroadcastPr
         from taskcast.sqlite import SQLiteStore
 
         assert settings.db_path is not None
-        return SQLiteStore(settings.db_path), None
+        return SQLiteStore(settings.db_path, cache_bytes=settings.limits.event_cache_bytes), None
     return _redis(settings)
 
 
@@ -105,7 +105,8 @@ def _redis(settings: TaskcastSettings) -> tuple[ShortTermStore, BroadcastProvide
     # The store's Lua commit publishes on the channels the broadcast listens to; both must
     # use the same key prefix.
     prefix = settings.redis.prefix
-    return RedisShortTermStore(url, prefix=prefix), RedisBroadcast(url, prefix=prefix)
+    store = RedisShortTermStore(url, prefix=prefix, cache_bytes=settings.limits.event_cache_bytes)
+    return store, RedisBroadcast(url, prefix=prefix)
 
 
 def _long_term(settings: TaskcastSettings) -> LongTermStore | None:

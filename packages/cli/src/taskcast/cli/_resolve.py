@@ -127,6 +127,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_MAX_DATA_BYTES": ("limits", "max_data_bytes"),
     "TASKCAST_MAX_BATCH": ("limits", "max_batch"),
     "TASKCAST_QUEUE_LIMIT": ("limits", "queue_limit"),
+    "TASKCAST_EVENT_CACHE_BYTES": ("limits", "event_cache_bytes"),
     "TASKCAST_AUTH_MODE": ("auth", "mode"),
     "TASKCAST_JWT_ALGORITHM": ("auth", "jwt", "algorithm"),
     "TASKCAST_JWT_SECRET": ("auth", "jwt", "secret"),

@@ -152,6 +152,9 @@ class LimitsSettings(_Section):
     """Most events in one publish request."""
     queue_limit: int = Field(10_000, gt=0)
     """Events buffered per SSE subscriber before a slow reader is cut (it resumes by cursor)."""
+    event_cache_bytes: int = Field(32 * 1024 * 1024, ge=0)
+    """Memory (estimated) the SQLite or Redis store keeps for events it has decoded, by
+    their stored JSON, so a history replayed again is not parsed and encoded again; 0 = off."""
 
 
 class RedisSettings(_Section):

@@ -5,6 +5,7 @@ Imports nothing from the other Taskcast packages; adapters and the server build 
 
 from ._archive import ArchiveWriter, RetryPolicy
 from ._background import StopSignal, stop_task
+from ._cache import DEFAULT_CACHE_BYTES, EventCache, EventCacheStats
 from ._engine import DELETED_EVENT, EngineLimits, EventInput, TaskEngine, TaskInput
 from ._errors import (
     ConfigError,
@@ -73,6 +74,7 @@ from ._wire import WireEvent, encode_count, envelope_dict
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
     # Engine and streams
     "DELETED_EVENT",
     # Models
@@ -96,6 +98,8 @@ __all__ = [
     "ConfigError",
     "DeliveryStatus",
     "EngineLimits",
+    "EventCache",
+    "EventCacheStats",
     "EventDraft",
     "EventFilter",
     "EventInput",

@@ -130,6 +130,9 @@ class TaskEvent:
     # Transient: the series' accumulated ``data`` after this delta. Travels on the broadcast
     # (as ``_accumulatedData``) but is never stored nor sent to SSE clients as such.
     accumulated: Any = field(default=_MISSING, compare=False)
+    # The encoded SSE envelope without filteredIndex (``_wire.encode_frame`` fills it):
+    # an event that is replayed again is not encoded again. Never set it elsewhere.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def has_accumulated(self) -> bool:
@@ -183,6 +186,7 @@ class TaskEvent:
         event.series_snapshot = get("seriesSnapshot") or None
         event.idempotency_key = get("idempotencyKey")
         event.accumulated = get("_accumulatedData", _MISSING)
+        event._wire = None
         return event
 
     def copy(self, **changes: Any) -> TaskEvent:

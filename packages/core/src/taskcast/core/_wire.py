@@ -147,8 +147,17 @@ def _encode(
 
 
 def encode_frame(event: TaskEvent, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
-    """One subscriber's frame of ``event``, encoded for it alone (replay; nothing cached)."""
-    return _encode(event, wrap, accumulated and event.has_accumulated, filtered_index)
+    """One subscriber's frame of ``event`` (replay); the wrapped envelope is kept."""
+    acc = accumulated and event.has_accumulated
+    if wrap and not acc:
+        # Kept on the event: stores that hand out the same object for the same stored
+        # event (the memory store; the others through their EventCache) let a history
+        # that is replayed again skip the encode.
+        tail = event._wire
+        if tail is None:
+            tail = event._wire = _encode(event, True, False)
+        return _ENVELOPE_PREFIX + b"%d" % filtered_index + tail
+    return _encode(event, wrap, acc, filtered_index)
 
 
 class WireEvent:

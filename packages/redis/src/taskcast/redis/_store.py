@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from redis.asyncio import Redis
 from taskcast.core import (
+    DEFAULT_CACHE_BYTES,
     CommitResult,
+    EventCache,
     EventDraft,
     EventQuery,
     StaleRevisionError,
@@ -26,7 +28,15 @@ from taskcast.core import (
 from ._batching import ScriptBatcher
 from ._channel import RespChannel, ScriptCall, channel_settings
 from ._client import command_client
-from ._codec import ARGS_PER_DRAFT, decode_event, draft_args, dumps, event_json, loads
+from ._codec import (
+    ARGS_PER_DRAFT,
+    decode_event,
+    decode_events,
+    draft_args,
+    dumps,
+    event_json,
+    loads,
+)
 from ._errors import guard
 from ._keys import KeySpace
 from ._outbox import RedisWebhookOutbox
@@ -69,6 +79,8 @@ class RedisShortTermStore:
             on the store's own script connection; the client keeps its settings).
         connect_timeout: Seconds to wait for a connection (likewise).
         page_size: Events per round trip when reading history.
+        cache_bytes: Memory (estimated) for events already decoded, by their stored JSON,
+            so a history replayed again is not parsed again; 0 turns the cache off.
     """
 
     name = "redis"
@@ -84,9 +96,11 @@ class RedisShortTermStore:
         socket_timeout: float | None = 5.0,
         connect_timeout: float = 5.0,
         page_size: int = 1000,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be positive")
+        self._cache: EventCache[bytes] = EventCache(cache_bytes)
         if isinstance(url_or_client, str):
             self._client = command_client(
                 url_or_client, socket_timeout=socket_timeout, connect_timeout=connect_timeout
@@ -117,6 +131,11 @@ class RedisShortTermStore:
     def client(self) -> Redis:
         """The command client (shared with whoever passed it in)."""
         return self._client
+
+    @property
+    def event_cache(self) -> EventCache[bytes]:
+        """Decoded events by their stored JSON (see ``cache_bytes``)."""
+        return self._cache
 
     def webhook_outbox(self) -> RedisWebhookOutbox:
         """A webhook outbox on this store's client and prefix (closing it leaves them)."""
@@ -346,8 +365,7 @@ class RedisShortTermStore:
                 return out
             with guard():
                 raws = await self._read_events([k.events, k.idx], [after, size])
-            for raw in raws:
-                event = decode_event(raw)
+            for event in self._cache.decode(raws, decode_events):
                 # Re-reading from the last index seen keeps paging right even when a
                 # concurrent `latest` replacement shifts list positions.
                 after = event.index

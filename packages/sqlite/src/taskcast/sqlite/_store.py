@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 from taskcast.core import (
+    DEFAULT_CACHE_BYTES,
     CommitResult,
     ConfigError,
+    EventCache,
     EventDraft,
     EventQuery,
     StorageUnavailableError,
@@ -104,6 +106,8 @@ class SQLiteStore:
             lock before failing with :class:`~taskcast.core.StorageUnavailableError`.
         read_threads: Reader threads (each with its own connection).
         max_group: Most write operations committed in one transaction.
+        cache_bytes: Memory (estimated) for events already decoded, by their stored JSON,
+            so a history replayed again is not parsed again; 0 turns the cache off.
     """
 
     name = "sqlite"
@@ -118,6 +122,7 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         read_threads: int = 4,
         max_group: int = 1000,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         raw = os.fspath(path)
         if not raw or raw == ":memory:" or raw.startswith("file:"):
@@ -141,6 +146,7 @@ class SQLiteStore:
         self._writer: Writer | None = None
         self._readers: _Readers | None = None
         self._lifecycle = asyncio.Lock()
+        self._cache: EventCache[str] = EventCache(cache_bytes)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -148,6 +154,11 @@ class SQLiteStore:
     def webhook_outbox(self) -> SQLiteWebhookOutbox:
         """The webhook outbox kept in this store's file (shares its writer thread)."""
         return SQLiteWebhookOutbox(self)
+
+    @property
+    def event_cache(self) -> EventCache[str]:
+        """Decoded events by their stored JSON (see ``cache_bytes``)."""
+        return self._cache
 
     @property
     def stats(self) -> WriterStats:
@@ -280,7 +291,7 @@ class SQLiteStore:
         return await self._write(lambda conn: _ops.commit_events(conn, task_id, drafts))
 
     async def get_events(self, task_id: str, query: EventQuery) -> list[TaskEvent]:
-        return await self._read(_ops.get_events, task_id, query)
+        return await self._read(_ops.get_events, task_id, query, self._cache)
 
     async def resolve_cursor(self, task_id: str, event_id: str) -> int | None:
         return await self._read(_ops.resolve_cursor, task_id, event_id)

@@ -17,6 +17,7 @@ Importing this module needs pytest (it is not a runtime dependency of taskcast-c
 
 from ._contract import (
     BroadcastContract,
+    EventCacheContract,
     LongTermStoreContract,
     ReleasableStoreContract,
     ShortTermStoreContract,
@@ -26,6 +27,7 @@ from ._webhook_contract import WebhookOutboxContract
 
 __all__ = [
     "BroadcastContract",
+    "EventCacheContract",
     "Frame",
     "LongTermStoreContract",
     "ReleasableStoreContract",

@@ -514,3 +514,72 @@ class ReleasableStoreContract:
         assert result.events[0].index == 0
         assert (await store.list_tasks(TaskQuery(task_ids=frozenset({task.id})))).tasks
         await store.delete_task(task.id)
+
+
+class EventCacheContract:
+    """For stores with an ``event_cache`` (:class:`taskcast.core.EventCache`): subclass and
+    provide ``store`` (the cache on) and ``uncached_store`` (``cache_bytes=0``) fixtures,
+    both opened."""
+
+    pytestmark = pytest.mark.anyio
+
+    async def _history(self, store: Any) -> Task:
+        task = make_task(status="running")
+        await store.create_task(task)
+        await store.commit_events(
+            task.id,
+            [
+                draft(data={"n": 1, "text": "é\u2028\U0001f600"}),
+                draft("llm.delta", data={"delta": "Hel"}, series_id="a", series_mode="accumulate"),
+                draft("llm.delta", data={"delta": "lo"}, series_id="a", series_mode="accumulate"),
+                draft("progress", data={"pct": 1}, series_id="p", series_mode="latest"),
+                draft(data=[1, None, True, 2.5]),
+            ],
+        )
+        return task
+
+    async def test_a_history_read_again_is_not_decoded_again(self, store: Any) -> None:
+        task = await self._history(store)
+        before = store.event_cache.stats()
+        first = await store.get_events(task.id, EventQuery())
+        second = await store.get_events(task.id, EventQuery(after_index=0))
+        after = store.event_cache.stats()
+        assert after.misses - before.misses == 5
+        assert after.hits - before.hits == 4
+        assert all(a is b for a, b in zip(first[1:], second, strict=True))
+        assert first[0].data == {"n": 1, "text": "é\u2028\U0001f600"}
+        assert [e.index for e in first] == [0, 1, 2, 3, 4]
+
+    async def test_cached_and_uncached_reads_agree_after_changes(
+        self, store: Any, uncached_store: Any
+    ) -> None:
+        for target in (store, uncached_store):
+            task = await self._history(target)
+            await target.get_events(task.id, EventQuery())
+            # A replaced latest entry, a deleted event and more deltas after the first read.
+            await target.commit_events(
+                task.id,
+                [
+                    draft("progress", data={"pct": 2}, series_id="p", series_mode="latest"),
+                    draft(
+                        "llm.delta", data={"delta": "!"}, series_id="a", series_mode="accumulate"
+                    ),
+                ],
+            )
+            assert await target.delete_events(task.id, [0]) == 1
+            got = [e.to_dict() for e in await target.get_events(task.id, EventQuery())]
+            for event in got:
+                del event["id"], event["taskId"], event["timestamp"]
+            if target is store:
+                cached = got
+        assert got == cached
+        assert [e["index"] for e in got] == [1, 2, 4, 5, 6]
+        assert uncached_store.event_cache.stats().entries == 0
+
+    async def test_off_decodes_every_time(self, uncached_store: Any) -> None:
+        task = await self._history(uncached_store)
+        first = await uncached_store.get_events(task.id, EventQuery())
+        second = await uncached_store.get_events(task.id, EventQuery())
+        assert [e.to_dict() for e in first] == [e.to_dict() for e in second]
+        assert not any(a is b for a, b in zip(first, second, strict=True))
+        assert uncached_store.event_cache.stats().hits == 0
