@@ -149,6 +149,47 @@ async def test_writes_in_batches(flaky: FlakyStore, writer: ArchiveWriter) -> No
     }
 
 
+async def test_a_trickle_of_writes_lingers_into_one_batch(flaky: FlakyStore) -> None:
+    writer = ArchiveWriter(flaky, linger=0.2)
+    await writer.open()
+    try:
+        task = make_task()
+        for i in range(5):
+            writer.submit(None, [ev(task.id, i, i)])
+            await asyncio.sleep(0.01)
+        assert flaky.batches == []  # still lingering
+        await wait_for(lambda: writer.backlog == 0)
+        assert flaky.batches == [5]
+        # flush does not wait out the linger.
+        writer.submit(None, [ev(task.id, 5, 5)])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await writer.flush(timeout=5)
+        assert loop.time() - started < 0.15
+        assert flaky.batches == [5, 1]
+        # Nor does stop: what is queued is written at once.
+        writer.submit(None, [ev(task.id, 6, 6)])
+        started = loop.time()
+        await writer.stop()
+        assert loop.time() - started < 0.15
+        assert flaky.batches == [5, 1, 1]
+    finally:
+        await writer.close()
+
+
+async def test_no_linger_writes_each_arrival(flaky: FlakyStore) -> None:
+    writer = ArchiveWriter(flaky, linger=0)
+    await writer.open()
+    try:
+        task = make_task()
+        for i in range(3):
+            writer.submit(None, [ev(task.id, i, i)])
+            await wait_for(lambda: writer.backlog == 0)
+        assert flaky.batches == [1, 1, 1]
+    finally:
+        await writer.close()
+
+
 async def test_outage_keeps_everything(flaky: FlakyStore, writer: ArchiveWriter) -> None:
     flaky.down = True
     task = make_task()
@@ -317,6 +358,8 @@ async def test_ping_and_validation(flaky: FlakyStore, writer: ArchiveWriter) -> 
         await writer.ping()
     with pytest.raises(UsageError):
         ArchiveWriter(flaky, max_batch=0)
+    with pytest.raises(UsageError, match="linger"):
+        ArchiveWriter(flaky, linger=-1)
 
 
 async def test_backoff_is_capped() -> None:

@@ -98,6 +98,10 @@ class ArchiveWriter:
             given up on and the reason (data the store rejects, or a write failing
             ``retry.max_attempts`` times with an unexpected error). Never called for an
             outage: those writes wait. Wire it to the engine's ``on_event_dropped`` hook.
+        linger: Seconds the loop waits, once a write arrives after a quiet spell, for more
+            to join it (unless :meth:`stop` or :meth:`flush` is waiting). A steady trickle
+            of single events then costs one store round trip per ``linger``, not one per
+            event, and less of the event loop the live streams share.
 
     Also a :class:`~taskcast.core.LongTermStore`: ``save_task``/``save_events`` enqueue and
     return at once (never raising); reads include writes still queued; ``delete_task``
@@ -113,9 +117,12 @@ class ArchiveWriter:
         drain_timeout: float = 10.0,
         cancel_timeout: float = 5.0,
         on_drop: DropHandler | None = None,
+        linger: float = 0.05,
     ) -> None:
         if max_batch < 1:
             raise UsageError(f"max_batch must be at least 1, not {max_batch}")
+        if linger < 0:
+            raise UsageError(f"linger must be >= 0, not {linger}")
         self.long_term = long_term
         self.name = long_term.name
         self.max_batch = max_batch
@@ -123,10 +130,13 @@ class ArchiveWriter:
         self.drain_timeout = drain_timeout
         self.cancel_timeout = cancel_timeout
         self.on_drop = on_drop
+        self.linger = linger
         self._queue: dict[str, _Entry] = {}
         self._inflight: list[_Entry] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        # Set by stop and flush: a lingering loop writes at once.
+        self._hurry = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._runner: asyncio.Task[None] | None = None
@@ -174,6 +184,7 @@ class ArchiveWriter:
             return
         await self.long_term.open()
         self._stopping = False
+        self._hurry.clear()
         self._state = "healthy"
         self._abort = StopSignal()
         self._runner = asyncio.create_task(self._run(self._abort), name="taskcast-archive-writer")
@@ -195,6 +206,7 @@ class ArchiveWriter:
         if runner is None:
             return
         self._stopping = True
+        self._hurry.set()
         self._wake.set()
         # asyncio.wait, not wait_for: it neither cancels the loop nor depends on it acting
         # on a cancellation.
@@ -224,10 +236,14 @@ class ArchiveWriter:
         """Wait until everything accepted so far is stored; False on timeout or if stopped."""
         if self._runner is None:
             return self.backlog == 0
+        self._hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
+        finally:
+            if not self._stopping:
+                self._hurry.clear()
         return True
 
     # -- writes ----------------------------------------------------------------------
@@ -384,6 +400,7 @@ class ArchiveWriter:
         # when a CancelledError reaches it, as a cancellation landing in a store call can be
         # lost on Python 3.11 (see taskcast.core._background), and an outage is retried
         # for as long as it lasts, so the loop would then run on forever.
+        quiet = True
         while not abort.is_set():
             if not self._queue:
                 self._idle.set()
@@ -391,7 +408,17 @@ class ArchiveWriter:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                quiet = True
                 continue
+            if quiet and self.linger and not self._hurry.is_set():
+                # The first write after a quiet spell waits for company (see ``linger``).
+                quiet = False
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), self.linger)
+                except TimeoutError:
+                    pass
+                continue
+            quiet = False
             batch = self._take()
             self._inflight = batch
             try:

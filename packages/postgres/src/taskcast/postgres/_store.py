@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -178,8 +180,13 @@ class PostgresLongTermStore:
         timeout: Seconds an operation waits for a connection before failing with
             :class:`~taskcast.core.StorageUnavailableError`.
         connect_timeout: Seconds one connection attempt may take.
-        check_connections: Check each connection as it leaves the pool, so connections that
-            died during an outage are replaced instead of failing the next operation.
+        check_connections: Check a connection as it leaves the pool if it sat there for
+            more than ``check_idle_seconds``, so connections that died during an outage
+            are replaced instead of failing the next operation.
+        check_idle_seconds: How long a connection may sit in the pool and still be used
+            unchecked. A check is a round trip: done on every use, it doubled the cost of
+            an archive write at a steady trickle of events. A connection that dies within
+            this window fails one operation (the archive writer retries it).
         connect_kwargs: Extra keyword arguments for :func:`psycopg.AsyncConnection.connect`.
 
     The pool is created closed; :meth:`open` (called by the engine from the app lifespan)
@@ -199,6 +206,7 @@ class PostgresLongTermStore:
         timeout: float = 10.0,
         connect_timeout: int = 5,
         check_connections: bool = True,
+        check_idle_seconds: float = 1.0,
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if min_size < 0 or max_size < 1 or min_size > max_size:
@@ -214,8 +222,14 @@ class PostgresLongTermStore:
             "timeout": timeout,
             "kwargs": kwargs,
             "configure": self._configure if schema is not None else None,
-            "check": AsyncConnectionPool.check_connection if check_connections else None,
+            "check": self._check if check_connections else None,
+            "reset": self._returned if check_connections else None,
         }
+        self.check_idle_seconds = check_idle_seconds
+        # When each pooled connection was last given back (see _check).
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = self._new_pool()
         self._pool_used = False
         self._opened = False
@@ -224,6 +238,14 @@ class PostgresLongTermStore:
         return AsyncConnectionPool(
             self.url, open=False, name="taskcast-postgres", **self._pool_args
         )
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        returned = self._returned_at.get(conn)
+        if returned is None or time.monotonic() - returned > self.check_idle_seconds:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _returned(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._returned_at[conn] = time.monotonic()
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         assert self.schema is not None
