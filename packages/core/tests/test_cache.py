@@ -7,7 +7,7 @@ import threading
 import pytest
 from pydantic_core import from_json, to_json
 
-from taskcast.core import EventCache, TaskEvent, new_id
+from taskcast.core import ConfigError, EventCache, TaskEvent, new_id
 from taskcast.core._cache import ENTRY_OVERHEAD
 
 
@@ -84,7 +84,7 @@ def test_off() -> None:
     a, b = cache.decode([text], decode), cache.decode([text], decode)  # type: ignore[arg-type]
     assert a[0] is not b[0] and a[0] == b[0]
     assert cache.stats().entries == 0 and cache.stats().hits == 0
-    with pytest.raises(ValueError, match="max_bytes"):
+    with pytest.raises(ConfigError, match="event cache size"):
         EventCache(-1)
 
 

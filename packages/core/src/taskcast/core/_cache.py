@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
+from ._errors import ConfigError
 from ._models import TaskEvent
 
 __all__ = ["DEFAULT_CACHE_BYTES", "EventCache", "EventCacheStats"]
@@ -51,7 +52,7 @@ class EventCache(Generic[T]):
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
+            raise ConfigError(f"the event cache size must be >= 0, got {max_bytes!r}")
         self.max_bytes = max_bytes
         # An OrderedDict is an LRU in C: a hit is a lookup and a move_to_end.
         self._map: OrderedDict[T, TaskEvent] = OrderedDict()
