@@ -209,8 +209,42 @@ async def test_unstorable_data_is_rejected(store: PostgresLongTermStore) -> None
     with pytest.raises(InvalidInputError):
         await store.save_events([event(task.id, 0, {"obj": object()})])
     with pytest.raises(InvalidInputError):
+        await store.save_events([event(task.id, 0, {"nan": float("nan")})])
+    with pytest.raises(InvalidInputError):
+        await store.save_events([event(task.id, 0, [float("inf")])])
+    with pytest.raises(InvalidInputError):
         await store.save_task(make_task(metadata={"nul": "\x00"}))
     assert await store.get_events(task.id, EventQuery()) == []
+
+
+async def test_a_batch_keeps_every_value(pg_url: str, store: PostgresLongTermStore) -> None:
+    task = make_task()
+    await store.save_task(task)
+    values: list[Any] = [
+        None,
+        {"text": 'é\u2028\U0001f600 "q" \\', "big": 2**70, "f": 0.1, "neg": -3},
+        [1, [2, {"k": None}], True, False, ""],
+        "plain",
+        {"1": "int key as text"},
+    ]
+    events = [event(task.id, i, v) for i, v in enumerate(values)]
+    events[1] = EventDraft(
+        id=new_id(), type="d", level="warn", data=values[1], series_id="s",
+        series_mode="accumulate", series_acc_field="text", idempotency_key="k1",
+        timestamp=5,
+    ).at(task.id, 1)  # fmt: skip
+    await store.save_events(events)
+    got = await store.get_events(task.id, EventQuery())
+    assert [e.to_dict() for e in got] == [e.to_dict() for e in events]
+    # A null data is the JSON null, as psycopg stored it before (not an SQL NULL).
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(f"SET search_path TO {store.schema}")
+        row = conn.execute(
+            "SELECT data IS NULL, jsonb_typeof(data) FROM taskcast_events"
+            " WHERE task_id = %s AND idx = 0",
+            (task.id,),
+        ).fetchone()
+    assert row == (False, "null")
 
 
 async def test_data_is_readable_without_the_schema_option(
