@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from taskcast.core import (
 )
 from taskcast.server import ServerConfig, WebhookSettings, create_app
 from taskcast.server._metrics import CONTENT_TYPE, Histogram, Metrics
+from taskcast.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -114,6 +116,28 @@ async def test_streams_replay_resync_lag_and_end_reasons(
     await eventually(lambda: engine.hub.count(other.id) == 0)
     text = (await live.get("/metrics")).text
     assert sample(text, 'taskcast_sse_stream_ends_total{reason="client-closed"}') == 1
+
+
+async def test_event_cache_hits_and_misses(tmp_path: Path, serve_app: Any) -> None:
+    engine = TaskEngine(short_term=SQLiteStore(tmp_path / "metrics.db"))
+    app = create_app(engine, config=ServerConfig(metrics=True))
+    async with serve_app(app, engine) as url, httpx.AsyncClient(base_url=url) as client:
+        tid = (await client.post("/tasks", json={})).json()["id"]
+        await client.patch(f"/tasks/{tid}/status", json={"status": "running"})
+        one = {"type": "a", "level": "info", "data": {"x": 1}}
+        assert (await client.post(f"/tasks/{tid}/events", json=[one, one, one])).status_code == 201
+        await client.patch(f"/tasks/{tid}/status", json={"status": "completed"})
+        before = (await client.get("/metrics")).text
+        assert sample(before, "taskcast_event_cache_misses_total") == 0
+        # The history decodes the five stored events; the stream's replay finds them.
+        assert len((await client.get(f"/tasks/{tid}/events/history")).json()) == 5
+        replay = await client.get(f"/tasks/{tid}/events")
+        assert replay.text.count("event: taskcast.event") == 5
+        text = (await client.get("/metrics")).text
+    assert sample(text, "taskcast_event_cache_misses_total") == 5
+    assert sample(text, "taskcast_event_cache_hits_total") == 5
+    assert sample(text, "taskcast_event_cache_bytes") > 0
+    assert "# TYPE taskcast_event_cache_bytes gauge" in text
 
 
 def test_counters_for_slow_consumers_storage_errors_and_backlog() -> None:

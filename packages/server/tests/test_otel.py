@@ -134,6 +134,11 @@ async def test_publish_streams_and_webhooks_are_reported(
     assert after.value("taskcast.storage.errors") == 0
     assert after.value("taskcast.long_term.backlog") == 0
     assert after.value("taskcast.webhook.in_flight") == 0
+    # The memory store keeps events decoded anyway: it has no event cache to report.
+    assert after.value("taskcast.event_cache.hits") == 0
+    assert after.value("taskcast.event_cache.misses") == 0
+    assert after.value("taskcast.event_cache.size") == 0
+    assert after.units["taskcast.event_cache.size"] == "By"
 
 
 async def test_both_exports_read_the_same_counters(

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskcast.core import TaskcastHooks, TaskEngine, TaskEvent
+from taskcast.core import EventCache, EventCacheStats, TaskcastHooks, TaskEngine, TaskEvent
 
 from ._config import ServerConfig
 from ._webhooks import WebhookDispatcher
@@ -42,6 +42,7 @@ _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _COUNTS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
 # A webhook attempt is a DNS check plus an HTTP round trip to another service, bounded by its
 # timeout (10 s by default): coarser than the in-process latencies above.
+_NO_CACHE = EventCacheStats(hits=0, misses=0, entries=0, bytes=0)
 _WEBHOOK_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "refused")
 
@@ -142,6 +143,12 @@ class Metrics:
     def long_term_backlog(self) -> int:
         archive = self._engine.archive
         return archive.backlog if archive is not None else 0
+
+    @property
+    def event_cache(self) -> EventCacheStats:
+        """The short-term store's decoded-event cache (zeros for a store without one)."""
+        cache = getattr(self._engine.short_term, "event_cache", None)
+        return cache.stats() if isinstance(cache, EventCache) else _NO_CACHE
 
     @property
     def webhooks_in_flight(self) -> int:
@@ -246,6 +253,25 @@ class Metrics:
             "gauge",
             "Writes queued for the long-term store (0 without one).",
             [f"taskcast_long_term_backlog {self.long_term_backlog}"],
+        )
+        cache = self.event_cache
+        metric(
+            "taskcast_event_cache_hits_total",
+            "counter",
+            "Stored events read (replay, history) and found decoded in the store's event cache.",
+            [f"taskcast_event_cache_hits_total {cache.hits}"],
+        )
+        metric(
+            "taskcast_event_cache_misses_total",
+            "counter",
+            "Stored events read and decoded (not in the event cache).",
+            [f"taskcast_event_cache_misses_total {cache.misses}"],
+        )
+        metric(
+            "taskcast_event_cache_bytes",
+            "gauge",
+            "Estimated memory held by the event cache (limits.eventCacheBytes at most).",
+            [f"taskcast_event_cache_bytes {cache.bytes}"],
         )
         outcomes = {outcome: 0 for outcome in WEBHOOK_OUTCOMES}
         outcomes.update(self.webhook_outcomes)

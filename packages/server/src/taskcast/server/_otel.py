@@ -136,6 +136,24 @@ class _Instruments:
             description="Writes queued for the long-term store (0 without one).",
         )
         meter.create_observable_counter(
+            "taskcast.event_cache.hits",
+            [self._total(lambda m: m.event_cache.hits)],
+            unit="{event}",
+            description="Stored events read and found decoded in the store's event cache.",
+        )
+        meter.create_observable_counter(
+            "taskcast.event_cache.misses",
+            [self._total(lambda m: m.event_cache.misses)],
+            unit="{event}",
+            description="Stored events read and decoded (not in the event cache).",
+        )
+        meter.create_observable_up_down_counter(
+            "taskcast.event_cache.size",
+            [self._total(lambda m: m.event_cache.bytes)],
+            unit="By",
+            description="Estimated memory held by the event cache.",
+        )
+        meter.create_observable_counter(
             "taskcast.webhook.deliveries",
             [self._by("outcome", lambda m: m.webhook_outcomes)],
             unit="{attempt}",
