@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -302,59 +303,49 @@ async def test_missing_schema_asks_for_migrations(pg_url: str, schema: str) -> N
         await s.close()
 
 
-def _terminate(pg_url: str, application_name: str) -> int:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = %s",
-            (application_name,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+@contextlib.asynccontextmanager
+async def _used_then_killed(
+    pg_url: str, schema: str, check_idle_seconds: float
+) -> AsyncIterator[PostgresLongTermStore]:
+    """A store with one pooled connection, used once and then killed by the server."""
+    name = "tc-check-" + new_id()
+    s = PostgresLongTermStore(
+        pg_url,
+        schema=schema,
+        min_size=1,
+        max_size=1,
+        check_idle_seconds=check_idle_seconds,
+        connect_kwargs={"application_name": name},
+    )
+    await s.open()
+    try:
+        await s.ping()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            ).fetchone()
+        assert row == (1,)
+        yield s
+    finally:
+        await s.close()
 
 
 async def test_a_connection_idle_for_a_while_is_checked_before_use(
     pg_url: str, migrated: str
 ) -> None:
-    name = "tc-check-" + new_id()
-    s = PostgresLongTermStore(
-        pg_url,
-        schema=migrated,
-        min_size=1,
-        max_size=1,
-        check_idle_seconds=0.2,
-        connect_kwargs={"application_name": name},
-    )
-    await s.open()
-    try:
-        await s.ping()
-        assert _terminate(pg_url, name) == 1
+    async with _used_then_killed(pg_url, migrated, check_idle_seconds=0.2) as s:
         # Idle longer than check_idle_seconds: the check finds it dead and the pool
         # hands out a new connection, so the operation succeeds.
         await asyncio.sleep(0.3)
         await s.ping()
-    finally:
-        await s.close()
 
 
 async def test_a_connection_used_moments_ago_is_not_checked(pg_url: str, migrated: str) -> None:
-    name = "tc-check-" + new_id()
-    s = PostgresLongTermStore(
-        pg_url,
-        schema=migrated,
-        min_size=1,
-        max_size=1,
-        check_idle_seconds=60,
-        connect_kwargs={"application_name": name},
-    )
-    await s.open()
-    try:
-        await s.ping()
-        assert _terminate(pg_url, name) == 1
+    async with _used_then_killed(pg_url, migrated, check_idle_seconds=60) as s:
         # No round trip to check it: the dead connection fails this one operation (the
         # archive writer retries such failures), and is replaced for the next.
         with pytest.raises(StorageUnavailableError):
             await s.ping()
         await s.ping()
-    finally:
-        await s.close()
