@@ -518,7 +518,11 @@ class TaskEngine:
             await self.hooks.fire("on_event_dropped", event, reason)
 
     async def get_events(self, task_id: str, query: EventQuery | None = None) -> list[TaskEvent]:
-        """Stored events in index order, from the hot store or else the archive."""
+        """Stored events in index order, from the hot store or else the archive.
+
+        The events may be shared with other readers (the memory store's own objects, or
+        an :class:`EventCache`'s): read them, copy them (``event.copy(...)``) to change them.
+        """
         query = query or EventQuery()
         events = await self.short_term.get_events(task_id, query)
         if not events and self.long_term is not None:
