@@ -83,7 +83,6 @@ _TAIL: Final = (
     b',"rawIndex":%d,"eventId":%b,"taskId":%b,"type":%b,"timestamp":%d,"level":%b,"data":%b'
     b"%b}\nid: %b\n\n"
 )
-_FRAME: Final = _ENVELOPE_PREFIX + b"%d" + _TAIL
 
 # JSON of the series fields of an envelope, by (seriesId, seriesMode, seriesAccField,
 # seriesSnapshot): a handful per task.
@@ -109,13 +108,13 @@ def _series_json(event: TaskEvent) -> bytes:
     return out
 
 
-def _envelope(event: TaskEvent, data: Any, filtered_index: int | None) -> bytes:
-    """The wrapped frame from ``filteredIndex`` on (None: everything after it)."""
+def _envelope(event: TaskEvent, data: Any) -> bytes:
+    """The wrapped frame after its ``filteredIndex`` (see :func:`_splice`)."""
     eid = event.id
     raw_id = eid.encode()
     # Server-made ids are ULIDs; anything else is encoded (and escaped) in full.
     id_json = b'"' + raw_id + b'"' if eid.isascii() and eid.isalnum() else to_json(eid)
-    fields = (
+    return _TAIL % (
         event.index,
         id_json,
         _json_str(event.task_id),
@@ -126,20 +125,20 @@ def _envelope(event: TaskEvent, data: Any, filtered_index: int | None) -> bytes:
         _series_json(event),
         raw_id,
     )
-    if filtered_index is None:
-        return _TAIL % fields
-    return _FRAME % (filtered_index, *fields)
 
 
-def _encode(
-    event: TaskEvent, wrap: bool, accumulated: bool, filtered_index: int | None = None
-) -> bytes:
-    """The frame of ``event``; wrapped, from ``filteredIndex`` on unless one is given."""
+def _splice(filtered_index: int, envelope: bytes) -> bytes:
+    """A subscriber's wrapped frame: its ``filteredIndex`` put before a shared envelope."""
+    return _ENVELOPE_PREFIX + b"%d" % filtered_index + envelope
+
+
+def _encode(event: TaskEvent, wrap: bool, accumulated: bool) -> bytes:
+    """The frame of ``event``; wrapped, everything after its ``filteredIndex``."""
     global _encodes
     _encodes += 1
     data = event.accumulated if accumulated else event.data
     if wrap:
-        return _envelope(event, data, filtered_index)
+        return _envelope(event, data)
     payload = event.to_dict()
     if accumulated:
         payload["data"] = data
@@ -149,15 +148,17 @@ def _encode(
 def encode_frame(event: TaskEvent, *, wrap: bool, accumulated: bool, filtered_index: int) -> bytes:
     """One subscriber's frame of ``event`` (replay); the wrapped envelope is kept."""
     acc = accumulated and event.has_accumulated
-    if wrap and not acc:
-        # Kept on the event: stores that hand out the same object for the same stored
-        # event (the memory store; the others through their EventCache) let a history
-        # that is replayed again skip the encode.
-        tail = event._wire
-        if tail is None:
-            tail = event._wire = _encode(event, True, False)
-        return _ENVELOPE_PREFIX + b"%d" % filtered_index + tail
-    return _encode(event, wrap, acc, filtered_index)
+    if not wrap:
+        return _encode(event, False, acc)
+    if acc:
+        return _splice(filtered_index, _encode(event, True, True))
+    # Kept on the event: stores that hand out the same object for the same stored event
+    # (the memory store; the others through their EventCache) let a history that is
+    # replayed again skip the encode.
+    envelope = event._wire
+    if envelope is None:
+        envelope = event._wire = _encode(event, True, False)
+    return _splice(filtered_index, envelope)
 
 
 class WireEvent:
@@ -185,7 +186,7 @@ class WireEvent:
         if cached is None:
             cached = self._frames[key] = _encode(self.event, wrap, acc)
         if wrap:
-            out = _ENVELOPE_PREFIX + str(filtered_index).encode() + cached
+            out = _splice(filtered_index, cached)
             self._last = (acc, filtered_index, out)
             return out
         return cached

@@ -53,14 +53,18 @@ def _load_event(text: str) -> TaskEvent:
     return TaskEvent.from_dict(from_json(text))
 
 
-def _load_many(rows: list[tuple[str]]) -> list[Any]:
+def _load_many(texts: list[str]) -> list[Any]:
     # One parse over the joined rows instead of one call per row: replay reads thousands
     # of small documents and the per-call overhead dominates. pydantic-core's parser is
     # ~1.6x faster than json.loads here.
-    if not rows:
+    if not texts:
         return []
-    decoded: list[Any] = from_json("[" + ",".join(row[0] for row in rows) + "]")
+    decoded: list[Any] = from_json("[" + ",".join(texts) + "]")
     return decoded
+
+
+def _load_events(texts: list[str]) -> list[TaskEvent]:
+    return [TaskEvent.from_dict(d) for d in _load_many(texts)]
 
 
 # -- writes (writer thread) -------------------------------------------------------------
@@ -227,16 +231,7 @@ def get_events(
         sql += " LIMIT ?"
         params.append(max(query.limit, 0))
     rows = conn.execute(sql, params).fetchall()
-    return cache.decode([row[0] for row in rows], _decode_events)
-
-
-def _decode_events(texts: list[str]) -> list[TaskEvent]:
-    # One parse over the joined rows instead of one call per row: replay reads thousands
-    # of small documents and the per-call overhead dominates.
-    if not texts:
-        return []
-    decoded: list[Any] = from_json("[" + ",".join(texts) + "]")
-    return [TaskEvent.from_dict(d) for d in decoded]
+    return cache.decode([row[0] for row in rows], _load_events)
 
 
 def resolve_cursor(conn: sqlite3.Connection, task_id: str, event_id: str) -> int | None:
@@ -305,7 +300,8 @@ def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> TaskPage:
         # One more than asked tells whether another page exists.
         sql += " LIMIT ?"
         params.append(query.limit + 1)
-    tasks = [Task.from_dict(d) for d in _load_many(conn.execute(sql, params).fetchall())]
+    rows = conn.execute(sql, params).fetchall()
+    tasks = [Task.from_dict(d) for d in _load_many([row[0] for row in rows])]
     if query.limit is not None and len(tasks) > query.limit:
         page = tasks[: query.limit]
         return TaskPage(tasks=page, next_after=(page[-1].created_at, page[-1].id))
