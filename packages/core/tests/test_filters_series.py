@@ -136,25 +136,28 @@ def test_plan_commit_latest_within_batch() -> None:
     assert plan.next_index == 8
 
 
-def test_plan_commit_accumulate_after_other_mode_resets() -> None:
-    state = ev(0, {"delta": "old"}, series_id="s", series_mode="latest")
+def test_plan_commit_keeps_the_delta_as_an_accumulate_state() -> None:
+    state = ev(0, {"delta": "old"}, series_id="s", series_mode="accumulate")
     plan = plan_commit(
         "t",
         [EventDraft(id="x", timestamp=1, type="t", level="info", data={"delta": "n"},
                     series_id="s", series_mode="accumulate")],
         next_index=1, series_state=lambda _: state, known_key=lambda _: None,
     )  # fmt: skip
-    assert plan.fresh[0].accumulated == {"delta": "n"}
+    # Merging is the relaying stream's job: the state and the event are the delta itself.
+    assert plan.states["s"] is plan.fresh[0]
+    assert plan.fresh[0].data == {"delta": "n"} and not plan.fresh[0].has_accumulated
+    assert plan.replaced == {}
 
 
 def test_event_dict_round_trip() -> None:
     event = ev(3, {"a": 1}, series_id="s", series_mode="accumulate", series_snapshot=True)
     event.accumulated = {"a": 2}
-    wire = event.to_broadcast_dict()
-    assert wire["_accumulatedData"] == {"a": 2}
+    wire = event.to_dict()
+    assert "_accumulatedData" not in wire  # in-process only
     assert wire["seriesSnapshot"] is True
     back = TaskEvent.from_dict(wire)
-    assert back.accumulated == {"a": 2} and back.to_dict() == event.to_dict()
+    assert not back.has_accumulated and back.to_dict() == event.to_dict()
     plain = ev(1)
     assert "seriesId" not in plain.to_dict() and plain.to_dict()["data"] is None
     assert not plain.has_accumulated

@@ -22,6 +22,7 @@ from taskcast.core import (
     TaskStream,
     TaskTerminalError,
     UsageError,
+    collapse,
     rehydrate,
     series_states,
     supports_release,
@@ -122,7 +123,9 @@ async def test_idle_task_comes_back_on_publish_with_state() -> None:
         )
         assert again[0].id == first[0].id
         assert again[1].index == first[1].index + 1
-        assert again[1].accumulated == {"delta": "abcd"}
+        assert again[1].data == {"delta": "cd"}
+        merged = collapse(await engine.get_events(task.id))
+        assert merged[-1].data == {"delta": "abcd"} and merged[-1].series_snapshot
         stored = await hot.get_events(task.id, EventQuery())
         assert [e.index for e in stored] == [0, 1, 2, 3]
         # A transition brings a released task back too.
@@ -312,8 +315,8 @@ def test_series_states_mirror_commits() -> None:
         ev(5, 2),
     ]
     states = series_states(history)
-    assert states["s"].data == {"delta": "ab"} and states["s"].accumulated == {"delta": "ab"}
-    assert states["p"].data == {"delta": "x"}
+    # The newest event of each series, as plan_commit leaves it.
+    assert states["s"] is history[1] and states["p"] is history[3]
     assert set(states) == {"s", "p"}
 
 

@@ -77,9 +77,26 @@ async def test_restore_of_a_long_history(store: RedisShortTermStore) -> None:
         ],
     )  # fmt: skip
     assert again.events[0].id == history[2499].id
-    expected = "".join(str(i % 10) for i in range(1, 2500, 2)) + "!"
-    assert again.fresh[0].index == 2500
-    assert again.fresh[0].accumulated == {"delta": expected}
+    assert again.fresh[0].index == 2500 and not again.fresh[0].has_accumulated
+    keys = store.keys.for_task(task.id)
+    assert await store.client.hget(keys.series_meta, "s") == b"accumulate 2500"
+    # The restored state's index is what a switch to latest replaces.
+    switched = await store.commit_events(
+        task.id,
+        [
+            EventDraft(
+                id=new_id(),
+                timestamp=1,
+                type="t",
+                level="info",
+                series_id="s",
+                series_mode="latest",
+            )
+        ],
+    )
+    assert switched.fresh[0].index == 2501
+    tail = await store.get_events(task.id, EventQuery(after_index=2497))
+    assert [e.index for e in tail] == [2498, 2499, 2501]
 
 
 async def test_engine_on_redis_releases_and_rehydrates(redis_url: str, prefix: str) -> None:

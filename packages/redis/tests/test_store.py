@@ -1,14 +1,14 @@
-"""RedisShortTermStore beyond the contract: fidelity, Lua merge parity, paging, errors."""
+"""RedisShortTermStore beyond the contract: fidelity, series parity, paging, errors."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
-import redis
 import redis.asyncio as aredis
 
 from taskcast.core import (
@@ -19,6 +19,7 @@ from taskcast.core import (
     StorageUnavailableError,
     Task,
     TaskConflictError,
+    TaskEvent,
     TaskNotFoundError,
     TaskQuery,
     TaskTerminalError,
@@ -26,7 +27,7 @@ from taskcast.core import (
     now_ms,
 )
 from taskcast.redis import RedisShortTermStore, script_source
-from taskcast.redis._codec import draft_args, event_json
+from taskcast.redis._codec import ARGS_PER_DRAFT, draft_args, event_json
 
 pytestmark = pytest.mark.anyio
 
@@ -77,19 +78,18 @@ def test_spliced_json_equals_to_dict(data: Any) -> None:
         idempotency_key="k",
     )
     args = draft_args("task-1", d)
-    p1, p2, data_json, p3 = args[5:9]
+    assert len(args) == ARGS_PER_DRAFT
+    p1, p2, data_json, p3 = args[4:8]
     assert p1 + "7" + p2 + data_json + p3 == event_json(d.at("task-1", 7))
 
 
-def test_accumulate_parts_keep_key_order() -> None:
-    d = draft({"a": 1, "delta": "x", "z": [{}]}, series_id="s", series_mode="accumulate")
-    pre, literal, post = draft_args("t", d)[9:12]
-    assert pre + literal + post == json.dumps(d.data, separators=(",", ":"))
-    alone = draft({"delta": "x"}, series_id="s", series_mode="accumulate")
-    pre, literal, post = draft_args("t", alone)[9:12]
-    assert (pre, literal, post) == ('{"delta":', '"x"', "}")
-    not_string = draft({"delta": 1}, series_id="s", series_mode="accumulate")
-    assert draft_args("t", not_string)[9:12] == ["", "", ""]
+def test_accumulate_drafts_travel_like_any_other() -> None:
+    # No accumulate-specific values: the script stores and publishes the delta as itself.
+    acc = draft({"a": 1, "delta": "x", "z": [{}]}, series_id="s", series_mode="accumulate")
+    plain = dataclasses.replace(acc, series_mode="keep-all")
+    a, p = draft_args("t", acc), draft_args("t", plain)
+    assert len(a) == len(p) == ARGS_PER_DRAFT
+    assert a[3] == "accumulate" and a[:3] + a[4:7] == p[:3] + p[4:7]
 
 
 def test_scripts_ship_as_files() -> None:
@@ -181,13 +181,8 @@ async def test_series_behaviour_matches_memory_store(store: RedisShortTermStore,
         got = await store.commit_events(task.id, batch)
         assert [e.to_dict() for e in got.events] == [e.to_dict() for e in want.events]
         assert [e.to_dict() for e in got.fresh] == [e.to_dict() for e in want.fresh]
-        assert [e.accumulated for e in got.fresh if e.has_accumulated] == [
-            e.accumulated for e in want.fresh if e.has_accumulated
-        ]
-        # Key order of the merged object is kept too.
-        assert [json.dumps(e.accumulated) for e in got.fresh if e.has_accumulated] == [
-            json.dumps(e.accumulated) for e in want.fresh if e.has_accumulated
-        ]
+        # The store computes no accumulated values (subscribers' streams do).
+        assert not any(e.has_accumulated for e in got.fresh)
     stored_mem = await memory.get_events(task.id, EventQuery())
     stored = await store.get_events(task.id, EventQuery())
     assert [e.to_dict() for e in stored] == [e.to_dict() for e in stored_mem]
@@ -198,35 +193,53 @@ async def test_series_behaviour_matches_memory_store(store: RedisShortTermStore,
         ]
 
 
-async def test_accumulate_merges_escapes_and_unicode(store: RedisShortTermStore) -> None:
+async def test_accumulate_deltas_are_stored_as_themselves(store: RedisShortTermStore) -> None:
     task = make_task()
     await store.create_task(task)
     acc = {"series_id": "s", "series_mode": "accumulate"}
-    parts = ['He said "hi"', " \\ / \n", "😀ü", "\u0000", ""]
-    expected = ""
-    for part in parts:
-        expected += part
-        r = await store.commit_events(task.id, [draft({"delta": part, "big": 2**70}, **acc)])
-        assert r.fresh[0].accumulated == {"delta": expected, "big": 2**70}
+    keys = store.keys.for_task(task.id)
+    parts = ['He said "hi"', " \\ / \n", "😀ü", "\u0000", "", "\ud800"]
+    for i, part in enumerate(parts):
+        d = draft({"delta": part, "big": 2**70}, **acc)
+        r = await store.commit_events(task.id, [d])
+        (event,) = r.fresh
+        assert event.index == i and not event.has_accumulated
+        assert event.to_dict() == d.at(task.id, i).to_dict()
+        # The series state is the delta itself; the meta its mode and index.
+        assert await store.client.hget(keys.series_state, "s") == event_json(event).encode()
+        assert await store.client.hget(keys.series_meta, "s") == f"accumulate {i}".encode()
+    stored = await store.get_events(task.id, EventQuery())
+    assert [e.data for e in stored] == [{"delta": p, "big": 2**70} for p in parts]
 
 
-async def test_accumulate_lone_surrogate_does_not_break_the_series(
-    store: RedisShortTermStore,
-) -> None:
-    # cjson cannot decode a lone surrogate escape, so the state is never decoded: the
-    # script cuts the accumulated string out of the stored JSON where it recorded it. The
-    # series goes on as in the memory store; nothing fails.
+async def test_publish_carries_events_as_stored(store: RedisShortTermStore) -> None:
     task = make_task()
     await store.create_task(task)
-    acc = {"series_id": "s", "series_mode": "accumulate"}
-    await store.commit_events(task.id, [draft({"delta": "a", "x": "\ud800"}, **acc)])
-    r = await store.commit_events(task.id, [draft({"delta": "b"}, **acc)])
-    assert r.fresh[0].accumulated == {"delta": "ab"}
-    memory = MemoryShortTermStore()
-    await memory.create_task(task)
-    await memory.commit_events(task.id, [draft({"delta": "a", "x": "\ud800"}, **acc)])
-    m = await memory.commit_events(task.id, [draft({"delta": "b"}, **acc)])
-    assert m.fresh[0].accumulated == r.fresh[0].accumulated
+    pubsub = store.client.pubsub()
+    await pubsub.subscribe(store.keys.channel(task.id))
+    try:
+        acc = {"series_id": "s", "series_mode": "accumulate"}
+        await store.commit_events(task.id, [draft({"delta": "a"}, **acc)])
+        await store.commit_events(
+            task.id,
+            [
+                draft({"delta": "b", "n": 1}, **acc),
+                draft({"p": 1}, series_id="q", series_mode="latest"),
+            ],
+        )
+        payloads: list[bytes] = []
+        for _ in range(500):
+            if len(payloads) == 2:
+                break
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.01)
+            if message is not None:
+                payloads.append(message["data"])
+        events_key = store.keys.for_task(task.id).events
+        raws = cast("list[bytes]", await store.client.lrange(events_key, 0, -1))
+        assert payloads == [b"[" + raws[0] + b"]", b"[" + raws[1] + b"," + raws[2] + b"]"]
+        assert b"_accumulatedData" not in b"".join(payloads)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_accumulate_state_after_switching_modes(store: RedisShortTermStore) -> None:
@@ -555,37 +568,63 @@ async def test_accumulate_and_latest_across_processes(
     latest = [e for e in stored if e.series_id == "pct"]
     assert len(deltas) == 50 and len(latest) == 1
     assert latest[0].index == 99
-    final = await store.client.hget(store.keys.for_task(task.id).series_state, "out")
-    text = json.loads(final or "null")["data"]["delta"]
-    # The accumulated text is the deltas in index order: no lost or reordered update.
-    assert text == "".join(e.data["delta"] for e in deltas)
-    assert sorted(text) == sorted("a" * 25 + "b" * 25)
+    assert sorted("".join(e.data["delta"] for e in deltas)) == sorted("a" * 25 + "b" * 25)
+    # The series state is the newest delta: no lost or reordered update.
+    keys = store.keys.for_task(task.id)
+    final = await store.client.hget(keys.series_state, "out")
+    assert final == event_json(deltas[-1]).encode()
+    meta = await store.client.hget(keys.series_meta, "out")
+    assert meta == f"accumulate {deltas[-1].index}".encode()
 
 
-async def test_accumulate_state_written_without_a_position_is_decoded(
-    store: RedisShortTermStore, redis_url: str
+async def _write_old_accumulate_state(
+    store: RedisShortTermStore, task_id: str, sid: str, event: TaskEvent, text: str, meta: str
 ) -> None:
-    # States from before the script recorded where the accumulated string sits ("mode index"
-    # only) are decoded once; the next state records its position again.
+    """A series state as versions that merged in Lua left it: the accumulated event, and a
+    meta with the literal's position after the mode and index."""
+    keys = store.keys.for_task(task_id)
+    state = event.copy(data={"k": 1, "delta": text})
+    await store.client.hset(keys.series_state, sid, event_json(state))
+    await store.client.hset(keys.series_meta, sid, meta)
+
+
+@pytest.mark.parametrize("meta_tail", [" 57 300 delta", " 9 3 my field", " 1 2", ""])
+async def test_accumulate_state_of_the_previous_format_is_read(
+    store: RedisShortTermStore, meta_tail: str
+) -> None:
     task = make_task()
     await store.create_task(task)
     acc = {"series_id": "s", "series_mode": "accumulate"}
-    first = await store.commit_events(task.id, [draft({"delta": 'é"a', "k": 1}, **acc)])
     keys = store.keys.for_task(task.id)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        meta = client.hget(keys.series_meta, "s")
-        assert meta is not None and meta.startswith(b"accumulate 0 ")
-        client.hset(keys.series_meta, "s", "accumulate 0")
-        r = await store.commit_events(task.id, [draft({"k": 2, "delta": "b"}, **acc)])
-        assert r.fresh[0].accumulated == {"k": 2, "delta": 'é"ab'}
-        meta = client.hget(keys.series_meta, "s")
-        assert meta is not None and meta.startswith(b"accumulate 1 ")
-        r = await store.commit_events(task.id, [draft({"k": 3, "delta": "c"}, **acc)])
-        assert r.fresh[0].accumulated == {"k": 3, "delta": 'é"abc'}
-        # The state stored is the merged event, decodable as before.
-        state = json.loads(client.hget(keys.series_state, "s") or b"")
-        assert state["data"] == {"k": 3, "delta": 'é"abc'} and state["index"] == 2
-    finally:
-        client.close()
-    assert first.fresh[0].accumulated == {"delta": 'é"a', "k": 1}
+    first = await store.commit_events(
+        task.id,
+        [
+            draft("plain"),
+            draft({"k": 1, "delta": "a"}, **acc),
+            draft({"k": 1, "delta": "b"}, **acc),
+        ],
+    )
+    last = first.fresh[2]
+    await _write_old_accumulate_state(store, task.id, "s", last, 'é"ab', f"accumulate 2{meta_tail}")
+    # Another delta: appended after it, the state becomes the delta.
+    r = await store.commit_events(task.id, [draft({"k": 2, "delta": "c"}, **acc)])
+    assert r.fresh[0].index == 3 and not r.fresh[0].has_accumulated
+    assert await store.client.hget(keys.series_meta, "s") == b"accumulate 3"
+    assert await store.client.hget(keys.series_state, "s") == event_json(r.fresh[0]).encode()
+    # A switch to latest replaces the entry at the state's index, as before.
+    r = await store.commit_events(task.id, [draft({"p": 1}, series_id="s", series_mode="latest")])
+    assert r.fresh[0].index == 4
+    assert await store.client.hget(keys.series_meta, "s") == b"latest 4"
+    stored = await store.get_events(task.id, EventQuery())
+    assert [e.index for e in stored] == [0, 1, 2, 4]
+    assert stored[2].to_dict() == last.to_dict()
+
+    # An old state followed directly by a latest event: the entry at its index goes.
+    t_acc = {"series_id": "t", "series_mode": "accumulate"}
+    (delta,) = (await store.commit_events(task.id, [draft({"delta": "x"}, **t_acc)])).fresh
+    assert delta.index == 5
+    await _write_old_accumulate_state(store, task.id, "t", delta, "wx", f"accumulate 5{meta_tail}")
+    r = await store.commit_events(task.id, [draft({"p": 2}, series_id="t", series_mode="latest")])
+    assert r.fresh[0].index == 6
+    assert [e.index for e in await store.get_events(task.id, EventQuery())] == [0, 1, 2, 4, 6]
+    assert await store.client.hget(keys.series_meta, "t") == b"latest 6"

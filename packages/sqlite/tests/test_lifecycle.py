@@ -67,7 +67,7 @@ async def test_restart_keeps_everything_and_indexes_continue(db_path: Path) -> N
         assert repeat.events[0].id == first.events[1].id and repeat.fresh == []
         more = await again.commit_events(task.id, [draft({"delta": "c"}, **acc)])
         assert more.events[0].index == 5
-        assert more.fresh[0].accumulated == {"delta": "abc"}
+        assert more.fresh[0].data == {"delta": "c"} and not more.fresh[0].has_accumulated
         updated = await again.commit_transition(
             current[0].copy(status="running"), current[1], [draft()]
         )

@@ -37,7 +37,6 @@ from ._errors import TaskcastError, UsageError
 from ._ids import now_ms
 from ._models import EventQuery, Task, TaskEvent, TaskQuery
 from ._ports import LongTermStore, ShortTermStore
-from ._series import accumulate
 
 if TYPE_CHECKING:
     from ._engine import TaskEngine
@@ -127,23 +126,15 @@ def supports_release(store: ShortTermStore) -> bool:
 def series_states(events: Iterable[TaskEvent]) -> dict[str, TaskEvent]:
     """The per-series states a store would hold after committing ``events`` (index order).
 
-    Mirrors :func:`~taskcast.core.plan_commit`: an ``accumulate`` state is the last delta
-    with ``data`` (and ``accumulated``) holding the merged value; a ``latest`` state is the
-    newest event. Archived history keeps one row per ``latest`` series (the newest), which
-    is enough: a series' state depends only on its events since its last ``latest`` one.
+    Mirrors :func:`~taskcast.core.plan_commit`: a series' state is its newest event (for an
+    ``accumulate`` series the newest delta; merged values are made by the streams that
+    relay them). Archived history keeps one row per ``latest`` series (the newest), which
+    is enough for the state.
     """
     states: dict[str, TaskEvent] = {}
     for event in events:
         sid, mode = event.series_id, event.series_mode
-        if sid is None or mode not in ("accumulate", "latest"):
-            continue
-        if mode == "accumulate":
-            previous = states.get(sid)
-            if previous is not None and previous.series_mode != "accumulate":
-                previous = None
-            acc = accumulate(previous, event)
-            states[sid] = event.copy(data=acc, accumulated=acc)
-        else:
+        if sid is not None and mode in ("accumulate", "latest"):
             states[sid] = event
     return states
 

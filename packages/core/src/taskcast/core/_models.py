@@ -127,8 +127,9 @@ class TaskEvent:
     series_acc_field: str | None = None
     series_snapshot: bool | None = None
     idempotency_key: str | None = None
-    # Transient: the series' accumulated ``data`` after this delta. Travels on the broadcast
-    # (as ``_accumulatedData``) but is never stored nor sent to SSE clients as such.
+    # Transient, in one process: the series' accumulated ``data`` after this delta, set on a
+    # live event by the first stream in seriesFormat=accumulated that merges it, so the
+    # others reuse it (and its encoded frame). Never stored, broadcast or compared.
     accumulated: Any = field(default=_MISSING, compare=False)
     # The encoded SSE envelope without filteredIndex (``_wire.encode_frame`` fills it):
     # an event that is replayed again is not encoded again. Never set it elsewhere.
@@ -160,13 +161,6 @@ class TaskEvent:
             out["idempotencyKey"] = self.idempotency_key
         return out
 
-    def to_broadcast_dict(self) -> dict[str, Any]:
-        """Wire form plus ``_accumulatedData``, as carried between processes."""
-        out = self.to_dict()
-        if self.has_accumulated:
-            out["_accumulatedData"] = self.accumulated
-        return out
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
         # Replay from SQLite and Redis builds one event per stored row: filling the slots of
@@ -185,7 +179,7 @@ class TaskEvent:
         event.series_acc_field = get("seriesAccField")
         event.series_snapshot = get("seriesSnapshot") or None
         event.idempotency_key = get("idempotencyKey")
-        event.accumulated = get("_accumulatedData", _MISSING)
+        event.accumulated = _MISSING
         event._wire = None
         return event
 

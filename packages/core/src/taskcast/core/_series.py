@@ -88,14 +88,13 @@ def plan_commit(
         plan.next_index += 1
         sid, mode = event.series_id, event.series_mode
         if sid is not None and mode is not None and mode != "keep-all":
-            previous = plan.states.get(sid) or series_state(sid)
             if mode == "accumulate":
-                if previous is not None and previous.series_mode != "accumulate":
-                    previous = None
-                acc = accumulate(previous, event)
-                event.accumulated = acc
-                plan.states[sid] = event.copy(data=acc, accumulated=acc)
+                # The state is the newest delta, not the merged value: merging here would
+                # rewrite the whole text on every delta (quadratic in the series' length).
+                # A stream in seriesFormat=accumulated merges the deltas it relays itself.
+                plan.states[sid] = event
             else:  # latest
+                previous = plan.states.get(sid) or series_state(sid)
                 if previous is not None and sid not in plan.replaced:
                     plan.replaced[sid] = previous.index
                 # An earlier draft of this batch for the same series is superseded too.

@@ -19,7 +19,7 @@ from ._errors import TaskcastError
 from ._filters import DELETED_EVENT, STATUS_EVENT, EventFilter, terminal_status
 from ._hub import Subscriber
 from ._models import EventQuery, TaskEvent
-from ._series import Collapser
+from ._series import DEFAULT_ACC_FIELD, Collapser, _Accumulated
 from ._wire import HEARTBEAT, WireEvent, done_frame, encode_frame, resync_frame, retry_frame
 
 if TYPE_CHECKING:
@@ -80,6 +80,11 @@ class TaskStream:
         self._every = options.filter.is_everything and options.since_index is None
         self._write: Callable[[bytes], bool] | None = None
         self.end_reason: str | None = None
+        # seriesFormat=accumulated: each accumulate series' merged value, fed with every event
+        # in index order (stores keep only deltas). ``_fed``: every event up to this index
+        # has been fed; None until the stream has read the history from its start.
+        self._merged: dict[str, _Accumulated] = {}
+        self._fed: int | None = None
 
     def attach(self, write: Callable[[bytes], bool]) -> None:
         """Let live events bypass the reader: ``write(chunk)`` sends a chunk now or says no.
@@ -101,6 +106,8 @@ class TaskStream:
             wire = wires[0]
             if not wire.plain or wire.event.index != self._last + 1:
                 return False
+            if self._accumulated and not self._merge_live(wire.event):
+                return False
             fi = self._filtered
             if not write(
                 wire.frame(wrap=self._wrap, accumulated=self._accumulated, filtered_index=fi)
@@ -120,6 +127,8 @@ class TaskStream:
         for wire in wires:
             last += 1
             if wire.event.index != last or not wire.plain:
+                return False
+            if self._accumulated and not self._merge_live(wire.event):
                 return False
         opt = self._opt
         matches = opt.filter.matches
@@ -267,6 +276,8 @@ class TaskStream:
             else:
                 after = resolved
         self._last = after
+        if self._accumulated and after == -1 and opt.since_timestamp is None:
+            self._fed = -1
         collapser = None if opt.has_cursor else Collapser()
         replayed = 0
         async for group in self._pages(collapser, opt.limit):
@@ -324,8 +335,11 @@ class TaskStream:
                     # server) before this page is formatted.
                     await asyncio.sleep(0)
                 group: list[bytes] = []
+                fed = self._fed
                 for event in page:
                     self._last = event.index
+                    if fed is not None:
+                        self._feed(event)
                     self._terminal = terminal_status(event) or self._terminal
                     ready = collapser.feed(event) if collapser is not None else (event,)
                     for item in ready:
@@ -398,6 +412,9 @@ class TaskStream:
                             return
                         if index <= self._last:
                             continue
+                    if self._accumulated and not self._merge_live(event):
+                        await self._catch_up(index)
+                        self._merge_live(event)
                     self._last = index
                     out = self._frame(event, wire)
                     if out is not None:
@@ -415,6 +432,8 @@ class TaskStream:
 
     async def _fill(self, before: int) -> AsyncIterator[list[bytes]]:
         """Send stored events between the last sent index and ``before``."""
+        if self._accumulated and (self._fed is None or self._fed < self._last):
+            await self._catch_up(self._last + 1)
         page = await self._engine.get_events(
             self._task_id, EventQuery(after_index=self._last, limit=before - self._last - 1)
         )
@@ -423,6 +442,8 @@ class TaskStream:
             if event.index >= before:
                 break
             self._last = event.index
+            if self._accumulated:
+                event = self._merge_stored(event)
             frame = self._frame(event)
             if frame is not None:
                 group.append(frame)
@@ -433,3 +454,75 @@ class TaskStream:
                 break
         if group:
             yield group
+
+    # -- seriesFormat=accumulated ----------------------------------------------------
+
+    def _feed(self, event: TaskEvent) -> None:
+        """Account the next event in index order in the merged values."""
+        self._fed = event.index
+        sid = event.series_id
+        if sid is None:
+            return
+        if event.series_mode == "accumulate":
+            state = self._merged.get(sid)
+            if state is None:
+                field_name = event.series_acc_field or DEFAULT_ACC_FIELD
+                self._merged[sid] = _Accumulated(event.data, field_name)
+            else:
+                state.add(event)
+        elif event.series_mode == "latest":
+            # A store restarts a series that was `latest` in between (plan_commit).
+            self._merged.pop(sid, None)
+
+    def _merge_live(self, event: TaskEvent) -> bool:
+        """Feed a live event and give it its merged value; False if history must be read.
+
+        Live events are shared by every subscriber in this process: the first stream that
+        merges one sets ``accumulated`` on it, and every stream computes the same value
+        from the same deltas, so the others (and their frames) reuse it.
+        """
+        fed = self._fed
+        index = event.index
+        if fed is not None and fed >= index:
+            return True
+        if fed is None or fed < index - 1:
+            # Only an accumulate delta needs its value now; whatever else is skipped here is
+            # read back from the store before the next one (_catch_up).
+            return event.series_mode != "accumulate" or event.series_id is None
+        self._feed(event)
+        sid = event.series_id
+        if event.series_mode == "accumulate" and sid is not None and not event.has_accumulated:
+            event.accumulated = self._merged[sid].value()
+        return True
+
+    def _merge_stored(self, event: TaskEvent) -> TaskEvent:
+        """A stored event fed in order, with its merged value on a copy (stored events
+        may be shared with other readers, whose replays must not see it)."""
+        if self._fed is None or self._fed >= event.index:
+            return event
+        self._feed(event)
+        sid = event.series_id
+        if event.series_mode == "accumulate" and sid is not None:
+            return event.copy(accumulated=self._merged[sid].value())
+        return event
+
+    async def _catch_up(self, before: int) -> None:
+        """Feed every stored event before ``before`` not fed yet (the history before a
+        resume cursor, or a backlog a limited replay skipped)."""
+        if self._fed is None:
+            self._merged.clear()
+        after = -1 if self._fed is None else self._fed
+        size = self._opt.page_size
+        while after < before - 1:
+            asked = min(size, before - 1 - after)
+            page = await self._engine.get_events(
+                self._task_id, EventQuery(after_index=after, limit=asked)
+            )
+            for event in page:
+                if event.index >= before:
+                    break
+                self._feed(event)
+            if len(page) < asked:
+                break
+            after = page[-1].index
+        self._fed = before - 1

@@ -257,7 +257,7 @@ class RedisBroadcast:
         """PUBLISH events (only needed with a store that does not publish on commit)."""
         if not events:
             return
-        payload = "[" + ",".join(dumps(e.to_broadcast_dict()) for e in events) + "]"
+        payload = "[" + ",".join(dumps(e.to_dict()) for e in events) + "]"
         with guard():
             await self._client.publish(self.keys.channel(task_id), payload)
 

@@ -1,8 +1,7 @@
 """Event JSON as stored in Redis, pre-encoded by Python for the Lua commit script.
 
 The commit script never re-encodes ``data``: Python encodes each event once, split around
-the index (which only the script knows) and around the accumulate field (whose merged value
-only the script can compute), and the script splices the pieces.
+the index (which only the script knows), and the script splices the pieces.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ from taskcast.core import EventDraft, TaskEvent
 
 __all__ = ["decode_event", "decode_events", "draft_args", "dumps", "event_json", "loads"]
 
-ARGS_PER_DRAFT: Final = 12
+ARGS_PER_DRAFT: Final = 8
 
 # ASCII-only output keeps every string the Lua side handles free of multi-byte sequences.
 # One encoder for every call: ``json.dumps`` with options builds a new encoder each time,
 # which cost more than encoding the short strings of an event.
 dumps: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-
-_DEFAULT_ACC_FIELD: Final = "delta"
 
 
 def _tail(draft: EventDraft) -> str:
@@ -42,27 +39,10 @@ def _tail(draft: EventDraft) -> str:
     return "," + dumps(rest)[1:]
 
 
-def _accumulate_parts(draft: EventDraft, field: str) -> tuple[str, str, str]:
-    """``data`` JSON split around ``data[field]`` when it is a string, else empty parts.
-
-    ``taskcast.core.accumulate`` concatenates only when both sides hold a string there, and
-    keeps the newest delta's other keys in their order; this split lets the script rebuild
-    exactly that object around the concatenated string.
-    """
-    data = draft.data
-    if not isinstance(data, dict) or not isinstance(data.get(field), str):
-        return "", "", ""
-    keys = list(data)
-    at = keys.index(field)
-    before = {k: data[k] for k in keys[:at]}
-    after = {k: data[k] for k in keys[at + 1 :]}
-    pre = "{" + (dumps(before)[1:-1] + "," if before else "") + dumps(field) + ":"
-    post = ("," + dumps(after)[1:-1] if after else "") + "}"
-    return pre, dumps(data[field]), post
-
-
 def draft_args(task_id: str, draft: EventDraft) -> list[str]:
-    """The 12 ARGV values ``commit.lua`` takes per draft."""
+    """The ``ARGS_PER_DRAFT`` ARGV values ``commit.lua`` takes per draft: idempotency key,
+    event id, series id, series mode, then the event JSON split around its index (``p1``,
+    ``p2``, ``data``, ``p3``)."""
     p1 = '{"id":' + dumps(draft.id) + ',"taskId":' + dumps(task_id) + ',"index":'
     p2 = (
         ',"timestamp":'
@@ -73,25 +53,16 @@ def draft_args(task_id: str, draft: EventDraft) -> list[str]:
         + dumps(draft.level)
         + ',"data":'
     )
-    field = draft.series_acc_field or _DEFAULT_ACC_FIELD
-    if draft.series_mode == "accumulate" and draft.series_id is not None:
-        pre, literal, post = _accumulate_parts(draft, field)
-    else:
-        pre = literal = post = ""
     # Optional strings travel as "=" + value so an empty key is not mistaken for none.
     return [
         "" if draft.idempotency_key is None else "=" + draft.idempotency_key,
         draft.id,
         "" if draft.series_id is None else "=" + draft.series_id,
         draft.series_mode or "",
-        field,
         p1,
         p2,
         dumps(draft.data),
         _tail(draft),
-        pre,
-        literal,
-        post,
     ]
 
 
@@ -102,8 +73,8 @@ def event_json(event: TaskEvent) -> str:
 
 def loads(raw: bytes | str) -> Any:
     """JSON from Redis: pydantic-core's parser (~3x faster than ``json.loads`` on long
-    accumulated texts), or ``json.loads`` for what it refuses (a lone surrogate escape, which
-    only a direct store call can have stored: the HTTP API refuses such bodies)."""
+    texts), or ``json.loads`` for what it refuses (a lone surrogate escape, which only a
+    direct store call can have stored: the HTTP API refuses such bodies)."""
     try:
         return from_json(raw)
     except ValueError:

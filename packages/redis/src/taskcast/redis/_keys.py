@@ -13,10 +13,10 @@ key                                   type     content
 ``p:tasksByCreated``                  zset     task ids scored by ``createdAt`` (listing order)
 ``p:events:{id}``                     list     event JSON (``TaskEvent.to_dict``), index order
 ``p:idx:{id}``                        string   how many indexes were allocated (next index)
-``p:seriesState:{id}``                hash     series id -> latest / accumulated event JSON
-``p:seriesMeta:{id}``                 hash     series id -> ``"<mode> <index>"`` of that state, plus
-                                               ``" <start> <length> <field>"``: where an
-                                               accumulate state's string literal sits
+``p:seriesState:{id}``                hash     series id -> newest latest / accumulate event JSON
+``p:seriesMeta:{id}``                 hash     series id -> ``"<mode> <index>"`` of that state
+                                               (earlier versions wrote more after the index,
+                                               which is ignored)
 ``p:idem:{id}``                       hash     idempotency key -> event JSON stored for it
 ``p:eventIdx:{id}``                   hash     event id -> index (resume cursors, replaced too)
 ====================================  =======  ==================================================

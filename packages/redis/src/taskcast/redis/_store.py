@@ -28,15 +28,7 @@ from taskcast.core import (
 from ._batching import ScriptBatcher
 from ._channel import RespChannel, ScriptCall, channel_settings
 from ._client import command_client
-from ._codec import (
-    ARGS_PER_DRAFT,
-    decode_event,
-    decode_events,
-    draft_args,
-    dumps,
-    event_json,
-    loads,
-)
+from ._codec import decode_event, decode_events, draft_args, dumps, event_json
 from ._errors import guard
 from ._keys import KeySpace
 from ._outbox import RedisWebhookOutbox
@@ -65,7 +57,7 @@ def _keyword_call(script: AsyncScript) -> ScriptRunner:
 class RedisShortTermStore:
     """:class:`~taskcast.core.ShortTermStore` on Redis, safe to share between processes.
 
-    Every commit (idempotency, index allocation, series merge, append, cursor map and the
+    Every commit (idempotency, index allocation, series state, append, cursor map and the
     PUBLISH to the task's channel) is one Lua script, so all server processes sharing the
     Redis see one order per task and subscribers receive events in index order.
 
@@ -331,20 +323,11 @@ class RedisShortTermStore:
         events: list[TaskEvent] = []
         fresh: list[TaskEvent] = []
         for i, draft in enumerate(drafts):
-            kind, value, state = reply[1 + 3 * i : 4 + 3 * i]
+            kind, value = reply[1 + 2 * i], reply[2 + 2 * i]
             if kind == b"dup":
                 events.append(decode_event(value))
                 continue
             event = draft.at(task_id, int(value))
-            if draft.series_mode == "accumulate" and draft.series_id is not None:
-                if state:
-                    # The series' new state is p1 + index + p2 + accumulated data + p3 (all
-                    # ASCII): the data is cut out rather than the script sending a copy.
-                    b = len(head) + 1 + ARGS_PER_DRAFT * i
-                    p1, p2, p3 = args[b + 5], args[b + 6], args[b + 8]
-                    event.accumulated = loads(state[len(p1) + len(value) + len(p2) : -len(p3)])
-                else:
-                    event.accumulated = event.data
             events.append(event)
             fresh.append(event)
         return CommitResult(events=events, fresh=fresh)

@@ -179,7 +179,7 @@ def _apply(
         if keyed:
             conn.executemany(
                 "INSERT INTO idempotency_keys (task_id, key, event) VALUES (?, ?, ?)",
-                [(task_id, e.idempotency_key, _dumps(e.to_broadcast_dict())) for e in keyed],
+                [(task_id, e.idempotency_key, _dumps(e.to_dict())) for e in keyed],
             )
     if plan.states:
         conn.executemany(

@@ -1,21 +1,19 @@
--- The atomic commit: checks, idempotency, index allocation, series merge, append, cursor map,
--- and the PUBLISH to subscribers, all in one script so every server process sees one order.
+-- The atomic commit: checks, idempotency, index allocation, series state, append, cursor
+-- map, and the PUBLISH to subscribers, all in one script so every server process sees one
+-- order.
 --
 -- KEYS: 1 task, 2 taskStatus, 3 taskRevision, 4 idx, 5 events, 6 seriesState, 7 seriesMeta,
 --       8 idem, 9 eventIdx
 -- ARGV: 1 mode ('events' | 'transition'), 2 channel, 3 expected revision, 4 new task JSON,
---       5 new status, 6 number of drafts, then 12 values per draft:
+--       5 new status, 6 number of drafts, then 8 values per draft:
 --       '=' .. idempotency key or '', event id, '=' .. series id or '', series mode,
---       accumulate field,
---       p1, p2, data JSON, p3  (event JSON = p1 .. index .. p2 .. data .. p3),
---       acc pre, acc literal, acc post  (data JSON = pre .. literal .. post when data is an
---       object holding a string at the accumulate field; all '' otherwise)
+--       p1, p2, data JSON, p3  (event JSON = p1 .. index .. p2 .. data .. p3)
 --
 -- Event JSON is built by Python and only spliced here, so `data` is never re-encoded by
 -- cjson (which would turn {} into [] ambiguity, round big numbers and reorder keys).
--- Returns {'ok', then per draft: 'new', index, the series' new state JSON when the delta
---                                 was appended to an accumulated text, else ''
---                                 | 'dup', stored event JSON, ''}
+-- Accumulated values are not computed here: an accumulate delta is stored and published as
+-- itself (subscribers that want accumulated values compute them from the ordered deltas).
+-- Returns {'ok', then per draft: 'new', index | 'dup', stored event JSON}
 --      or {'notfound'} | {'stale'} | {'terminal', status}, having written nothing.
 
 local TERMINAL = { completed = true, failed = true, timeout = true, cancelled = true }
@@ -39,39 +37,6 @@ else
   end
 end
 
--- The accumulated string at `field` of a stored or in-batch accumulate state, if any.
-local function state_string(state_json, field)
-  local ok, decoded = pcall(cjson.decode, state_json)
-  if not ok or type(decoded) ~= 'table' then
-    return nil
-  end
-  local data = decoded['data']
-  if type(data) ~= 'table' then
-    return nil
-  end
-  local value = data[field]
-  if type(value) == 'string' then
-    return value
-  end
-  return nil
-end
-
--- The JSON string literal at `field` of an accumulate state without its closing quote, if
--- the state holds a string there. Cut out of the stored JSON where the state recorded its
--- position (states written before positions were recorded are decoded). Every long string
--- a script makes costs ~1 us per KB here, so a long accumulated text is never decoded,
--- re-encoded or copied more than the few times it must be.
-local function literal_open(state, field)
-  if state.lit_start and state.lit_field == field then
-    return string.sub(state.json, state.lit_start, state.lit_start + state.lit_len - 2)
-  end
-  local before = state_string(state.json, field)
-  if before then
-    return string.sub(cjson.encode(before), 1, -2)
-  end
-  return nil
-end
-
 local next_index = tonumber(redis.call('GET', KEYS[4]) or '0')
 local first_index = next_index
 local out = { 'ok' }
@@ -87,18 +52,20 @@ local state_args = {}
 local meta_args = {}
 local touched = {}
 
+-- The stored state of a series ({ mode, index, json } or nil), read once per script. Its
+-- JSON is read only for a `latest` state, the one entry removed by value.
 local function load_state(sid)
   local cached = stored[sid]
   if cached == nil then
     cached = false
     local meta = redis.call('HGET', KEYS[7], sid)
     if meta then
-      local smode, sindex, rest = string.match(meta, '^(%S+) (%d+)(.*)$')
-      cached = { mode = smode, index = tonumber(sindex), json = redis.call('HGET', KEYS[6], sid) }
-      -- An accumulate state may say where its string literal sits ("start length field").
-      local lstart, llen, lfield = string.match(rest, '^ (%d+) (%d+) (.*)$')
-      if lstart then
-        cached.lit_start, cached.lit_len, cached.lit_field = tonumber(lstart), tonumber(llen), lfield
+      -- "<mode> <index>"; metas written by earlier versions go on after the index
+      -- (" <start> <length> <field>"), which is ignored.
+      local smode, sindex = string.match(meta, '^(%S+) (%d+)')
+      cached = { mode = smode, index = tonumber(sindex) }
+      if smode == 'latest' then
+        cached.json = redis.call('HGET', KEYS[6], sid)
       end
     end
     stored[sid] = cached
@@ -108,10 +75,9 @@ end
 
 local n = tonumber(ARGV[6])
 for i = 0, n - 1 do
-  local b = 7 + i * 12
-  local key, id, sid, smode, field = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local p1, p2, data, p3 = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local pre, literal, post = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11]
+  local b = 7 + i * 8
+  local key, id, sid, smode = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local p1, p2, data, p3 = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   -- Keys and series ids arrive as '=' .. value ('' when absent) so an empty one still counts.
   local has_key, has_series = key ~= '', sid ~= ''
   key, sid = string.sub(key, 2), string.sub(sid, 2)
@@ -122,47 +88,18 @@ for i = 0, n - 1 do
   if existing then
     out[#out + 1] = 'dup'
     out[#out + 1] = existing
-    out[#out + 1] = ''
   else
     local index = next_index
     next_index = next_index + 1
     local istr = string.format('%d', index)
     local event = p1 .. istr .. p2 .. data .. p3
-    local message = nil -- the PUBLISH pieces of an accumulate delta (else the event itself)
-    local merged = ''
     if has_series and (smode == 'accumulate' or smode == 'latest') then
-      local previous = states[sid] or load_state(sid)
       if smode == 'accumulate' then
-        if previous and previous.mode ~= 'accumulate' then
-          previous = nil
-        end
-        local acc = { data }
-        local state = { mode = 'accumulate', index = index, json = event }
-        local before = nil
-        if previous and literal ~= '' then
-          before = literal_open(previous, field)
-        end
-        if before then
-          -- Two JSON string literals join by dropping the quotes between them.
-          local tail = string.sub(literal, 2)
-          acc = { pre, before, tail, post }
-          state.json = p1 .. istr .. p2 .. pre .. before .. tail .. post .. p3
-          state.lit_len = #before + #tail
-          merged = state.json
-        elseif literal ~= '' then
-          state.lit_len = #literal
-        end
-        if state.lit_len then
-          state.lit_start = #p1 + #istr + #p2 + #pre + 1
-          state.lit_field = field
-        end
-        states[sid] = state
-        message = { string.sub(event, 1, -2), ',"_accumulatedData":' }
-        for j = 1, #acc do
-          message[#message + 1] = acc[j]
-        end
-        message[#message + 1] = '}'
+        -- The state of an accumulate series is its newest delta: later commits only need
+        -- its mode and index.
+        states[sid] = { mode = 'accumulate', index = index, json = event }
       else
+        local previous = states[sid] or load_state(sid)
         if previous and replaced[sid] == nil then
           replaced[sid] = previous.index
         end
@@ -180,13 +117,7 @@ for i = 0, n - 1 do
     if #messages > 1 then
       messages[#messages + 1] = ','
     end
-    if message then
-      for j = 1, #message do
-        messages[#messages + 1] = message[j]
-      end
-    else
-      messages[#messages + 1] = event
-    end
+    messages[#messages + 1] = event
     cursor_args[#cursor_args + 1] = id
     cursor_args[#cursor_args + 1] = istr
     if has_key then
@@ -196,7 +127,6 @@ for i = 0, n - 1 do
     end
     out[#out + 1] = 'new'
     out[#out + 1] = istr
-    out[#out + 1] = merged
   end
 end
 
@@ -239,11 +169,7 @@ for sid, _ in pairs(touched) do
   state_args[#state_args + 1] = sid
   state_args[#state_args + 1] = state.json
   meta_args[#meta_args + 1] = sid
-  local meta = state.mode .. ' ' .. string.format('%d', state.index)
-  if state.lit_start then
-    meta = meta .. ' ' .. string.format('%d %d ', state.lit_start, state.lit_len) .. state.lit_field
-  end
-  meta_args[#meta_args + 1] = meta
+  meta_args[#meta_args + 1] = state.mode .. ' ' .. string.format('%d', state.index)
 end
 if #state_args > 0 then
   redis.call('HSET', KEYS[6], unpack(state_args))

@@ -1,0 +1,186 @@
+"""seriesFormat=accumulated: streams merge the deltas they relay (stores keep only deltas)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from taskcast.core import (
+    EventDraft,
+    EventInput,
+    MemoryShortTermStore,
+    StreamOptions,
+    TaskEngine,
+    TaskStream,
+    encode_count,
+    new_id,
+    now_ms,
+)
+from taskcast.core.testing import Frame, collect, events, parse
+
+pytestmark = pytest.mark.anyio
+
+ACC: dict[str, Any] = {"series_id": "out", "series_mode": "accumulate"}
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[TaskEngine]:
+    async with TaskEngine(short_term=MemoryShortTermStore(), queue_limit=50) as e:
+        yield e
+
+
+def stream(engine: TaskEngine, task_id: str, **opts: Any) -> AsyncIterator[bytes]:
+    return TaskStream(engine, task_id, StreamOptions(**opts)).frames()
+
+
+def delta(text: Any, **extra: Any) -> EventInput:
+    return EventInput(type="llm.delta", data={"delta": text, **extra}, **ACC)
+
+
+async def running_task(engine: TaskEngine) -> str:
+    task = await engine.create_task()
+    await engine.transition_task(task.id, "running")
+    return task.id
+
+
+async def until_live(it: AsyncIterator[bytes], frames: int) -> list[Frame]:
+    """The retry frame and ``frames - 1`` replayed ones."""
+    return [parse(await anext(it)) for _ in range(frames)]
+
+
+async def test_stores_keep_deltas_and_broadcast_them_as_they_are(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    result = await engine.short_term.commit_events(
+        tid,
+        [
+            EventDraft(id=new_id(), timestamp=now_ms(), type="d", level="info", data=d, **ACC)
+            for d in ({"delta": "ab"}, {"delta": "cd"})
+        ],
+    )
+    assert [e.data for e in result.fresh] == [{"delta": "ab"}, {"delta": "cd"}]
+    assert not any(e.has_accumulated for e in result.fresh)
+
+
+async def test_live_values_after_a_resume_cursor(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    published = await engine.publish_events(
+        tid, [delta("a"), EventInput(type="log", data=1), delta("b"), delta("c")]
+    )
+    it = stream(engine, tid, series_format="accumulated", since_id=published[2].id)
+    got = await until_live(it, 2)
+    # A resume replays raw deltas, as without merging.
+    assert [e["data"] for e in events(got)] == [{"delta": "c"}]
+    await engine.publish_event(tid, delta("d"))
+    live = parse(await anext(it))
+    assert live.data["data"] == {"delta": "abcd"} and live.data["rawIndex"] == 5
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_limited_replay_still_merges_the_skipped_backlog(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    await engine.publish_events(tid, [delta(c) for c in "abcde"])
+    it = stream(engine, tid, series_format="accumulated", limit=2)
+    got = await until_live(it, 3)
+    assert [e["data"] for e in events(got)] == [{"status": "running"}, {"delta": "a"}]
+    # Publish once the stream has skipped the backlog and waits for live events.
+    following = asyncio.ensure_future(anext(it))
+    await asyncio.sleep(0.05)
+    await engine.publish_event(tid, delta("f"))
+    live = parse(await following)
+    assert live.data["rawIndex"] == 6 and live.data["data"] == {"delta": "abcdef"}
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_resets_follow_the_store_rules(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    it = stream(engine, tid, series_format="accumulated")
+    await until_live(it, 2)
+    await engine.publish_events(
+        tid,
+        [
+            delta("a", n=1),
+            delta("b", n=2),
+            # The series switches to `latest` once: the next delta starts over.
+            EventInput(type="p", data={"delta": "L"}, series_id="out", series_mode="latest"),
+            delta("c"),
+            delta(5),  # not a string: starts over with this data
+            delta("x"),
+            EventInput(type="llm.delta", data={"text": "t"}, series_acc_field="text", **ACC),
+        ],
+    )
+    live = [parse(await anext(it)).data["data"] for _ in range(7)]
+    assert live == [
+        {"delta": "a", "n": 1},
+        {"delta": "ab", "n": 2},
+        {"delta": "L"},
+        {"delta": "c"},
+        {"delta": 5},
+        {"delta": "x"},
+        # Another field: the value so far holds no string there, so it starts over.
+        {"text": "t"},
+    ]
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_subscribers_share_one_merge_and_one_encode_per_shape(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    await engine.publish_event(tid, delta("a"))
+    merged = [stream(engine, tid, series_format="accumulated") for _ in range(3)]
+    plain = stream(engine, tid)
+    for it in [*merged, plain]:
+        await until_live(it, 3)
+    before = encode_count()
+    await engine.publish_events(tid, [delta("b"), delta("c")])
+    for it in merged:
+        got = [parse(await anext(it)).data["data"] for _ in range(2)]
+        assert got == [{"delta": "ab"}, {"delta": "abc"}]
+    assert [parse(await anext(plain)).data["data"] for _ in range(2)] == [
+        {"delta": "b"},
+        {"delta": "c"},
+    ]
+    assert encode_count() - before == 4  # 2 events x (merged, delta)
+    for it in [*merged, plain]:
+        await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_gap_filled_from_the_store_is_merged_too(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    await engine.publish_event(tid, delta("a"))
+    it = stream(engine, tid, series_format="accumulated")
+    await until_live(it, 3)
+    drafts = [
+        EventDraft(id=new_id(), timestamp=now_ms(), type="d", level="info", data=d, **ACC)
+        for d in ({"delta": "b"}, {"delta": "c"})
+    ]
+    commit = await engine.short_term.commit_events(tid, drafts)
+    await engine.broadcast.publish(tid, commit.fresh[1:])  # the first is missed
+    got = [parse(await anext(it)).data for _ in range(2)]
+    assert [(f["rawIndex"], f["data"]) for f in got] == [
+        (2, {"delta": "ab"}),
+        (3, {"delta": "abc"}),
+    ]
+    # The stored events themselves are not changed: a new replay collapses the deltas.
+    replay = events(await collect(stream(engine, tid), until_done=False, max_frames=3))
+    assert replay[-1]["data"] == {"delta": "abc"} and replay[-1]["seriesSnapshot"] is True
+    stored = await engine.get_events(tid)
+    assert not any(e.has_accumulated for e in stored)
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_terminal_replay_in_accumulated_format(engine: TaskEngine) -> None:
+    tid = await running_task(engine)
+    await engine.publish_events(tid, [delta(c) for c in "ab"])
+    consumer = asyncio.create_task(collect(stream(engine, tid, series_format="accumulated")))
+    await asyncio.sleep(0.01)
+    await engine.publish_event(tid, delta("c"))
+    await engine.transition_task(tid, "completed")
+    frames = await asyncio.wait_for(consumer, 5)
+    data = [e["data"] for e in events(frames)]
+    assert data == [
+        {"status": "running"},
+        {"delta": "ab"},
+        {"delta": "abc"},
+        {"status": "completed"},
+    ]
+    assert frames[-1].data == {"reason": "completed"}
