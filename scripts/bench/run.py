@@ -909,7 +909,43 @@ async def run_server(server: Server, args: argparse.Namespace) -> dict[str, Any]
         elif sc == "s5":
             res["s5"] = await s5(server.url, args)
         print(f"  {server.name} {sc} done in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        if not server.relay and args.archive_wait > 0:
+            drain = await wait_for_archive(server.url, args.archive_wait)
+            if drain is not None:
+                res.setdefault("archive_drain", {})[sc] = drain
     return res
+
+
+async def wait_for_archive(base: str, timeout: float) -> dict[str, Any] | None:
+    """Wait until the server's archive has stored everything (``/health/detail``).
+
+    A long-term store is written behind the publisher: after S1's half a million events
+    it keeps draining for many seconds, on the same cores as the next scenario. Each
+    scenario is measured on its own; the drain is reported instead (None: no archive).
+    """
+    http = Http(base)
+    try:
+        t0 = time.monotonic()
+        first: int | None = None
+        while True:
+            status, body = await http.json("GET", "/health/detail")
+            archive = body.get("archive") if status == 200 and isinstance(body, dict) else None
+            if not isinstance(archive, dict):
+                return None
+            backlog = int(archive.get("backlog", 0))
+            if first is None:
+                first = backlog
+            elapsed = time.monotonic() - t0
+            if backlog == 0 or elapsed > timeout:
+                return {
+                    "backlog": first,
+                    "seconds": round(elapsed, 1),
+                    "left": backlog,
+                    "events_per_s": round(first / elapsed) if first and elapsed else None,
+                }
+            await asyncio.sleep(0.2)
+    finally:
+        http.close()
 
 
 def table(report: Report) -> str:
@@ -964,6 +1000,12 @@ def table(report: Report) -> str:
                     f"  S5 {kind:<10} publish median {row['new_task']['median_us']} us on a new "
                     f"task, {row['long_history']['median_us']} us after {r['history']:,} events "
                     f"(x{row['ratio']})"
+                )
+        for sc, drain in res.get("archive_drain", {}).items():
+            if drain["backlog"]:
+                lines.append(
+                    f"  archive after {sc}: {drain['backlog']:,} writes stored in "
+                    f"{drain['seconds']} s ({drain['events_per_s']:,}/s), {drain['left']} left"
                 )
         if "s4" in res:
             r = res["s4"]
@@ -1047,6 +1089,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--s4-reps", type=int, default=5)
     ap.add_argument("--settle", type=float, default=1.5)
     ap.add_argument("--drain-timeout", type=float, default=30)
+    ap.add_argument(
+        "--archive-wait",
+        type=float,
+        default=600,
+        help="after each scenario, wait up to this many seconds for the server's archive "
+        "backlog to be stored (0: go on at once)",
+    )
     ap.add_argument("--out", help="write the JSON report here instead of stdout")
     ap.add_argument(
         "--smoke",
