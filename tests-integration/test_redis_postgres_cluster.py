@@ -286,6 +286,50 @@ async def test_two_instances_one_redis_thousand_events_in_order(
     assert results[0] == results[1]
 
 
+async def test_accumulated_format_across_instances(
+    redis_url: str,
+    prefix: str,
+    servers: list[Server],
+) -> None:
+    """Deltas published on two instances reach `seriesFormat=accumulated` subscribers on
+    both as the whole text so far, including one that resumed mid-answer (its stream reads
+    the history it skipped); stores keep only the deltas."""
+    a, b = start_cluster(servers, redis_env(redis_url, prefix), 2)
+    acc = {"type": "llm.delta", "seriesId": "answer", "seriesMode": "accumulate"}
+    pieces = [f"tok{i} " for i in range(60)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        task_id = await new_running_task(client, a)
+        path = f"/tasks/{task_id}/events?seriesFormat=accumulated"
+        first = await publish(
+            client, a, task_id, [{**acc, "data": {"delta": p}} for p in pieces[:10]]
+        )
+
+        async def texts(stream: RawStream, count: int) -> list[Any]:
+            out = []
+            async for event, data, _ in stream.frames():
+                if event == "taskcast.event" and data["type"] == "llm.delta":
+                    out.append(data["data"]["delta"])
+                    if len(out) == count:
+                        break
+            stream.close()
+            return out
+
+        fresh = [await open_stream(s, path) for s in (a, b)]
+        resumed = await open_stream(b, path, last_id=first[4]["id"])
+        readers = [asyncio.create_task(texts(s, 51)) for s in fresh]  # snapshot + 50 live
+        resumed_reader = asyncio.create_task(texts(resumed, 55))  # 5 raw deltas + 50 live
+        await asyncio.sleep(0.3)  # the streams reach their live phase
+        for i, piece in enumerate(pieces[10:]):
+            await publish(client, (a, b)[i % 2], task_id, {**acc, "data": {"delta": piece}})
+        got = await asyncio.wait_for(asyncio.gather(*readers, resumed_reader), 30)
+        history = (await client.get(f"{a.url}/tasks/{task_id}/events/history")).json()
+    expected_live = ["".join(pieces[: n + 1]) for n in range(10, 60)]
+    for result in got[:2]:
+        assert result == ["".join(pieces[:10]), *expected_live]
+    assert got[2] == pieces[5:10] + expected_live
+    assert [e["data"]["delta"] for e in history if e["type"] == "llm.delta"] == pieces
+
+
 # -- Redis killed and restarted --------------------------------------------------------------
 
 
