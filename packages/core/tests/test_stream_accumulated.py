@@ -126,7 +126,8 @@ async def test_resets_follow_the_store_rules(engine: TaskEngine) -> None:
 async def test_subscribers_share_one_merge_and_one_encode_per_shape(engine: TaskEngine) -> None:
     tid = await running_task(engine)
     await engine.publish_event(tid, delta("a"))
-    merged = [stream(engine, tid, series_format="accumulated") for _ in range(3)]
+    streams = [TaskStream(engine, tid, StreamOptions(series_format="accumulated")) for _ in "abc"]
+    merged = [s.frames() for s in streams]
     plain = stream(engine, tid)
     for it in [*merged, plain]:
         await until_live(it, 3)
@@ -140,6 +141,9 @@ async def test_subscribers_share_one_merge_and_one_encode_per_shape(engine: Task
         {"delta": "c"},
     ]
     assert encode_count() - before == 4  # 2 events x (merged, delta)
+    # The streams hold one text between them (the first merge's), not pieces each.
+    texts = {id(s._merged["out"].value()["delta"]) for s in streams}
+    assert len(texts) == 1
     for it in [*merged, plain]:
         await it.aclose()  # type: ignore[attr-defined]
 

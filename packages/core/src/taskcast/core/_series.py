@@ -146,6 +146,10 @@ class _Accumulated:
             self.data = {**self.data, self.field: text}
         return self.data
 
+    def adopt(self, value: Any) -> None:
+        """Take ``value`` as the value so far (the same as :meth:`value` would give)."""
+        self._reset(value, self.field)
+
     def add(self, delta: TaskEvent) -> bool:
         """Apply the next delta as :func:`accumulate` would; whether it appended."""
         field_name = delta.series_acc_field or DEFAULT_ACC_FIELD

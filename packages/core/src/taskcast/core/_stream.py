@@ -491,8 +491,14 @@ class TaskStream:
             return event.series_mode != "accumulate" or event.series_id is None
         self._feed(event)
         sid = event.series_id
-        if event.series_mode == "accumulate" and sid is not None and not event.has_accumulated:
-            event.accumulated = self._merged[sid].value()
+        if event.series_mode == "accumulate" and sid is not None:
+            state = self._merged[sid]
+            if event.has_accumulated:
+                # Take the value another stream made (a reference, not a copy): streams of
+                # the same task then hold one text between them, not pieces each.
+                state.adopt(event.accumulated)
+            else:
+                event.accumulated = state.value()
         return True
 
     def _merge_stored(self, event: TaskEvent) -> TaskEvent:
