@@ -155,3 +155,36 @@ async def test_delete_goes_to_the_iterator(engine: TaskEngine) -> None:
     await reader.finish()
     assert reader.frames[-1].data == {"reason": "deleted"}
     assert reader.direct == []
+
+
+async def test_accumulated_format_through_direct_writes(engine: TaskEngine) -> None:
+    acc: dict[str, Any] = {"series_id": "s", "series_mode": "accumulate"}
+
+    async def deltas(*texts: str) -> list[Any]:
+        out = await engine.publish_events(
+            tid, [EventInput(type="d", data={"delta": t}, **acc) for t in texts]
+        )
+        await asyncio.sleep(0)
+        return out
+
+    tid = await running_task(engine)
+    first = await deltas("a", "b")
+    fresh = Reader(TaskStream(engine, tid, StreamOptions(series_format="accumulated")))
+    options = StreamOptions(series_format="accumulated", since_id=first[0].id)
+    resumed = Reader(TaskStream(engine, tid, options))
+    await fresh.until(lambda: fresh.data() == [{"delta": "ab"}])  # the snapshot
+    await resumed.until(lambda: resumed.data() == [{"delta": "b"}])  # a raw delta
+    await deltas("c")
+    # The resumed stream has not read the history before its cursor: that delta goes to
+    # the iterator, which reads it and merges; the fresh one writes it directly.
+    await fresh.until(lambda: len(fresh.data()) == 2)
+    await resumed.until(lambda: len(resumed.data()) == 2)
+    assert fresh.data(fresh.direct) == [{"delta": "abc"}]
+    assert resumed.data()[-1] == {"delta": "abc"} and resumed.direct == []
+    await deltas("d", "e")
+    expected = [{"delta": "abcd"}, {"delta": "abcde"}]
+    assert fresh.data(fresh.direct)[-2:] == expected
+    assert resumed.data(resumed.direct) == expected  # merged from here on, directly
+    await engine.transition_task(tid, "completed")
+    await fresh.finish()
+    await resumed.finish()
