@@ -19,12 +19,6 @@ from taskcast.core.testing import Frame, collect, events, parse
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[TaskEngine]:
-    async with TaskEngine(short_term=MemoryShortTermStore(), queue_limit=50) as e:
-        yield e
-
-
 def stream(engine: TaskEngine, task_id: str, **opts: Any) -> AsyncIterator[bytes]:
     return TaskStream(engine, task_id, StreamOptions(**opts)).frames()
 

@@ -10,7 +10,6 @@ import pytest
 from taskcast.core import (
     EventDraft,
     EventInput,
-    MemoryShortTermStore,
     StreamOptions,
     TaskEngine,
     TaskStream,
@@ -24,12 +23,6 @@ from taskcast.core.testing import Frame, collect, events, parse
 pytestmark = pytest.mark.anyio
 
 ACC: dict[str, Any] = {"series_id": "out", "series_mode": "accumulate"}
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[TaskEngine]:
-    async with TaskEngine(short_term=MemoryShortTermStore(), queue_limit=50) as e:
-        yield e
 
 
 def stream(engine: TaskEngine, task_id: str, **opts: Any) -> AsyncIterator[bytes]:

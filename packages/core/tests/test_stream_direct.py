@@ -1,7 +1,7 @@
 """Live events written straight from the hub's dispatch (``TaskStream.attach``)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,7 +10,6 @@ from taskcast.core import (
     EventDraft,
     EventFilter,
     EventInput,
-    MemoryShortTermStore,
     StreamOptions,
     TaskEngine,
     TaskStream,
@@ -20,12 +19,6 @@ from taskcast.core import (
 from taskcast.core.testing import Frame, parse
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[TaskEngine]:
-    async with TaskEngine(short_term=MemoryShortTermStore(), queue_limit=50) as e:
-        yield e
 
 
 def split(chunk: bytes) -> list[Frame]:
