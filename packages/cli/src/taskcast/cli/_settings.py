@@ -26,7 +26,13 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from taskcast.core import CleanupRule, InvalidInputError, WebhookConfig, WebhookRetry
+from taskcast.core import (
+    DEFAULT_CACHE_BYTES,
+    CleanupRule,
+    InvalidInputError,
+    WebhookConfig,
+    WebhookRetry,
+)
 
 __all__ = [
     "AdapterSettings",
@@ -152,7 +158,7 @@ class LimitsSettings(_Section):
     """Most events in one publish request."""
     queue_limit: int = Field(10_000, gt=0)
     """Events buffered per SSE subscriber before a slow reader is cut (it resumes by cursor)."""
-    event_cache_bytes: int = Field(32 * 1024 * 1024, ge=0)
+    event_cache_bytes: int = Field(DEFAULT_CACHE_BYTES, ge=0)
     """Memory (estimated) the SQLite or Redis store keeps for events it has decoded, by
     their stored JSON, so a history replayed again is not parsed and encoded again; 0 = off."""
 

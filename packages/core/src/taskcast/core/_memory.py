@@ -144,7 +144,8 @@ class MemoryShortTermStore:
             pos = bisect.bisect_left(events, index, key=_index_of)
             if pos < len(events) and events[pos].index == index:
                 del events[pos]
-        # Stored events never keep the transient accumulated value (other stores cannot).
+        # Stored events are copies: streams set the transient accumulated value on the
+        # broadcast ones, which a replay of the stored history must not see.
         slot.events.extend(TaskEvent.from_dict(e.to_dict()) for e in plan.appends)
         slot.series.update(plan.states)
         for event in plan.fresh:

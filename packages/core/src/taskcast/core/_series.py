@@ -21,27 +21,22 @@ def accumulate(previous: TaskEvent | None, delta: TaskEvent) -> Any:
     """The series' accumulated ``data`` after ``delta`` (the original's algorithm).
 
     Concatenates ``data[field]`` when both sides are objects holding strings there; any other
-    shape resets the series to the delta's data.
+    shape resets the series to the delta's data. Streams merge incrementally with the same
+    rule (:class:`_Accumulated`); this is its plain statement.
     """
-    return _accumulate_data(
-        previous is not None, None if previous is None else previous.data, delta
-    )
-
-
-def _accumulate_data(has_previous: bool, prev_data: Any, delta: TaskEvent) -> Any:
     field_name = delta.series_acc_field or DEFAULT_ACC_FIELD
-    if has_previous:
-        new_data = delta.data
-        if (
-            isinstance(prev_data, dict)
-            and isinstance(new_data, dict)
-            and isinstance(prev_data.get(field_name), str)
-            and isinstance(new_data.get(field_name), str)
-        ):
-            merged = dict(new_data)
-            merged[field_name] = prev_data[field_name] + new_data[field_name]
-            return merged
-    return delta.data
+    prev_data = None if previous is None else previous.data
+    new_data = delta.data
+    if (
+        isinstance(prev_data, dict)
+        and isinstance(new_data, dict)
+        and isinstance(prev_data.get(field_name), str)
+        and isinstance(new_data.get(field_name), str)
+    ):
+        merged = dict(new_data)
+        merged[field_name] = prev_data[field_name] + new_data[field_name]
+        return merged
+    return new_data
 
 
 @dataclass(slots=True)

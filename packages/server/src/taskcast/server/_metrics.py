@@ -42,9 +42,9 @@ _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _COUNTS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
 # A webhook attempt is a DNS check plus an HTTP round trip to another service, bounded by its
 # timeout (10 s by default): coarser than the in-process latencies above.
-_NO_CACHE = EventCacheStats(hits=0, misses=0, entries=0, bytes=0)
 _WEBHOOK_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "refused")
+_NO_CACHE = EventCacheStats(hits=0, misses=0, entries=0, bytes=0)
 
 
 class Histogram:

@@ -131,11 +131,9 @@ def _apply(
     if not drafts:
         return CommitResult(events=[], fresh=[]), next_index
     keys = {d.idempotency_key for d in drafts if d.idempotency_key is not None}
-    series = {
-        d.series_id
-        for d in drafts
-        if d.series_id is not None and d.series_mode is not None and d.series_mode != "keep-all"
-    }
+    # plan_commit reads the state of `latest` series only (an accumulate delta is appended
+    # as it is): an accumulate publish reads no state row.
+    series = {d.series_id for d in drafts if d.series_id is not None and d.series_mode == "latest"}
     # Prefetch what plan_commit may ask for: one query each instead of one per draft.
     known: dict[str, TaskEvent] = {}
     if keys:
