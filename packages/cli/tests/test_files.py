@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from taskcast.cli import (
     CONFIG_FILE_NAMES,
     ConfigFileError,
+    SettingsError,
     find_config_file,
     interpolate,
     load_config_file,
@@ -121,19 +123,72 @@ def test_unknown_extension_reads_as_yaml(tmp_path: Path) -> None:
 
 
 def test_interpolation_rules() -> None:
-    env = {"A": "1", "B": "two"}
-    value = {"x": "${A}-${B}", "y": ["${MISSING}", 3, {"z": "${B}"}], "n": None, "$": "${}"}
+    env = {"A": "1", "B": "two", "EMPTY": ""}
+    value = {
+        "x": "${A}-${B}",
+        "y": ["${MISSING:-fallback}", 3, {"z": "${B}"}],
+        "n": None,
+        "e": "${EMPTY:-used when empty}",
+        "blank": "${MISSING:-}",
+        "set": "${A:-ignored}",
+        "escaped": "$${A} and $${ and $$ and $x",
+        "${A}": "keys are not interpolated",
+    }
     assert interpolate(value, env) == {
         "x": "1-two",
-        "y": ["${MISSING}", 3, {"z": "two"}],
+        "y": ["fallback", 3, {"z": "two"}],
         "n": None,
-        "$": "${}",
+        "e": "used when empty",
+        "blank": "",
+        "set": "1",
+        "escaped": "${A} and ${ and $$ and $x",
+        "${A}": "keys are not interpolated",
     }
 
 
-def test_unset_variable_is_left_literally(clean_env: Path) -> None:
-    (clean_env / "taskcast.config.yaml").write_text("auth:\n  jwt:\n    secret: ${NOPE}\n")
-    assert load_settings(environ={}).auth.jwt.secret == "${NOPE}"
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"auth": {"jwt": {"secret": "${NOPE}"}}},
+         "auth.jwt.secret: environment variable NOPE is not set "
+         "(set it, or write ${NOPE:-default})"),
+        ({"cors": ["a", "x-${EMPTY}"]},
+         "cors[1]: environment variable EMPTY is empty (set it, or write ${EMPTY:-default})"),
+        ({"k": "${}"}, "k: invalid ${...} reference: expected ${NAME} or ${NAME:-default} "
+         "(write $${ for a literal ${)"),
+        ({"k": "${JWT SECRET}"}, "k: invalid ${...} reference: expected ${NAME} or "
+         "${NAME:-default} (write $${ for a literal ${)"),
+        ({"k": "${A:-${B}}"}, "k: invalid ${...} reference: expected ${NAME} or "
+         "${NAME:-default} (write $${ for a literal ${)"),
+        ({"k": "s3cr3t${tail"}, "k: unclosed ${ (write $${ for a literal ${)"),
+    ],
+)  # fmt: skip
+def test_unresolvable_references_are_errors(value: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        interpolate(value, {"EMPTY": ""})
+    assert str(info.value) == message
+    # The text around a bad reference is never echoed: it may be a literal secret.
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml", ".json", ".py"])
+def test_unset_variable_is_an_error_naming_file_key_and_variable(
+    clean_env: Path, suffix: str
+) -> None:
+    # The original kept "${NOPE}" as written: the server then signed tokens with that
+    # publicly readable text as its HMAC key.
+    path = clean_env / f"taskcast.config{suffix}"
+    path.write_text(TEXTS[suffix].replace("${JWT_SECRET}", "${NOPE}"))
+    with pytest.raises(ConfigFileError) as info:
+        load_settings(environ={"JWT_SECRET": "s3cret"})
+    assert info.value.path == path
+    assert info.value.key == "auth.jwt.secret"
+    assert str(info.value) == (
+        f"config error in ./taskcast.config{suffix}: auth.jwt.secret: "
+        "environment variable NOPE is not set (set it, or write ${NOPE:-default})"
+    )
+    path.write_text(TEXTS[suffix].replace("${JWT_SECRET}", "${NOPE:-from-the-default}"))
+    assert load_settings(environ={}).auth.jwt.secret == "from-the-default"
 
 
 def test_empty_file_is_an_empty_config(clean_env: Path) -> None:

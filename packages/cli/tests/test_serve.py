@@ -114,6 +114,38 @@ def test_config_file_error_in_subprocess_has_no_traceback(tmp_path: Path) -> Non
     )
 
 
+def test_unset_variable_in_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """An unset ``${VAR}`` used to become the literal HMAC key (long enough to pass the
+    32-byte check); it is now a config error, and once the variable is set, tokens signed
+    with the literal text are refused."""
+    import jwt
+
+    (tmp_path / "cfg.yaml").write_text(
+        "auth:\n  mode: jwt\n  jwt:\n    secret: ${TASKCAST_JWT_SECRET_FOR_PRODUCTION}\n"
+    )
+    args = ["start", "--config", "cfg.yaml", "--storage", "memory", "--port", "0"]
+    result = run(args, cwd=tmp_path, env=env_for(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "taskcast: config error in ./cfg.yaml: auth.jwt.secret: environment variable "
+        "TASKCAST_JWT_SECRET_FOR_PRODUCTION is not set (set it, or write ${TASKCAST_JWT_SECRET_FOR_PRODUCTION:-default})\n"
+    )
+    assert result.stdout == ""
+
+    secret = "a-real-secret-of-at-least-32-bytes!!"
+    server = start(
+        args, cwd=tmp_path, env=env_for(tmp_path, {"TASKCAST_JWT_SECRET_FOR_PRODUCTION": secret})
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for key, expected in (("${TASKCAST_JWT_SECRET_FOR_PRODUCTION}", 401), (secret, 201)):
+                token = jwt.encode({"sub": "x", "scope": ["*"]}, key, algorithm="HS256")
+                resp = client.post("/tasks", json={}, headers={"Authorization": f"Bearer {token}"})
+                assert resp.status_code == expected, resp.text
+    finally:
+        assert server.stop()[0] == 0
+
+
 def test_the_server_freezes_its_startup_objects() -> None:
     gc.unfreeze()
     with threaded_server() as base:

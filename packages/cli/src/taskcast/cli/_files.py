@@ -1,8 +1,11 @@
 """Finding and reading configuration files.
 
 A file is a Python module (``taskcast.config.py``) or a YAML, TOML or JSON document whose top
-level is a mapping. ``${VAR}`` in string values is replaced from the environment; a variable
-that is not set is left as written, as the original Taskcast does.
+level is a mapping. ``${VAR}`` in string values is replaced from the environment and
+``${VAR:-default}`` falls back to ``default``; ``$${`` is a literal ``${``. A variable that is
+not set (or empty) without a default is a configuration error naming the variable and the key:
+the original Taskcast left ``${VAR}`` as written, so a missing ``${JWT_SECRET}`` became the
+publicly known HMAC key ``"${JWT_SECRET}"``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ._errors import ConfigFileError
+from ._errors import ConfigFileError, SettingsError
 
 __all__ = [
     "CONFIG_FILE_NAMES",
@@ -48,7 +51,9 @@ GLOBAL_CONFIG_FILE_NAMES = (
 """Looked up in the global directory (``$TASKCAST_CONFIG_DIR`` or ``~/.taskcast``); static
 formats only, so that a file in a home directory never runs code by surprise."""
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# "$${" (an escaped, literal "${") or a "${...}" reference, closed or not.
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)(\}?)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -80,15 +85,67 @@ def find_config_file(cwd: Path, environ: Mapping[str, str]) -> Path | None:
     return None
 
 
+class _Unresolved(Exception):
+    """A reference that cannot be replaced, at ``key`` (dotted, as written in the file)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
 def interpolate(value: Any, environ: Mapping[str, str]) -> Any:
-    """Replace ``${VAR}`` in every string inside ``value`` (dicts and lists are walked)."""
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string inside ``value`` (dicts and
+    lists are walked; keys are not); ``$${`` stands for a literal ``${``.
+
+    Raises:
+        SettingsError: A variable is unset or empty and has no default, or a ``${`` is not
+            a well-formed reference; the message names the key and the variable.
+    """
+    try:
+        return _interpolate(value, environ, "")
+    except _Unresolved as exc:
+        raise SettingsError(f"{exc.key}: {exc.problem}" if exc.key else exc.problem) from None
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], key: str) -> Any:
     if isinstance(value, str):
-        return _VAR.sub(lambda m: environ.get(m.group(1), m.group(0)), value)
+        return _REFERENCE.sub(lambda m: _replacement(m, environ, key), value)
     if isinstance(value, dict):
-        return {k: interpolate(v, environ) for k, v in value.items()}
+        return {
+            k: _interpolate(v, environ, f"{key}.{k}" if key else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [interpolate(v, environ) for v in value]
+        return [_interpolate(v, environ, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def _replacement(match: re.Match[str], environ: Mapping[str, str], key: str) -> str:
+    if match.group(0) == "$${":
+        return "${"
+    body, closed = match.group(1), match.group(2)
+    # The text around a bad "${" is not quoted: it may be part of a literal secret.
+    if not closed:
+        raise _Unresolved(key, "unclosed ${ (write $${ for a literal ${)")
+    name, has_default, default = body.partition(":-")
+    if not _NAME.fullmatch(name) or "${" in default:
+        # A typo such as ${JWT SECRET} must not become a literal value either.
+        raise _Unresolved(
+            key,
+            "invalid ${...} reference: expected ${NAME} or ${NAME:-default} "
+            "(write $${ for a literal ${)",
+        )
+    # Empty counts as unset, as for the TASKCAST_* variables themselves.
+    found = environ.get(name, "")
+    if found:
+        return found
+    if has_default:
+        return default
+    state = "empty" if name in environ else "not set"
+    raise _Unresolved(
+        key,
+        f"environment variable {name} is {state} (set it, or write ${{{name}:-default}})",
+    )
 
 
 def load_config_file(path: Path, environ: Mapping[str, str]) -> LoadedFile:
@@ -120,7 +177,11 @@ def load_config_file(path: Path, environ: Mapping[str, str]) -> LoadedFile:
     for key in data:
         if not isinstance(key, str):
             raise ConfigFileError(path, None, f"keys must be strings, got {key!r}")
-    return LoadedFile(path=path, data=interpolate(data, environ))
+    try:
+        data = _interpolate(data, environ, "")
+    except _Unresolved as exc:
+        raise ConfigFileError(path, exc.key or None, exc.problem) from None
+    return LoadedFile(path=path, data=data)
 
 
 def _reason(exc: BaseException) -> str:
