@@ -349,3 +349,48 @@ async def test_a_connection_used_moments_ago_is_not_checked(pg_url: str, migrate
         with pytest.raises(StorageUnavailableError):
             await s.ping()
         await s.ping()
+
+
+async def _timed(call: Any) -> tuple[float, BaseException | None]:
+    started = asyncio.get_running_loop().time()
+    try:
+        await call
+    except StorageUnavailableError as exc:
+        return asyncio.get_running_loop().time() - started, exc
+    return asyncio.get_running_loop().time() - started, None
+
+
+async def test_an_outage_fails_fast_and_recovery_is_at_once(
+    pg_url: str, migrated: str, proxy: Any
+) -> None:
+    # The default 10 s pool timeout: before the circuit breaker every read waited all of
+    # it during an outage, and the first one after it still waited on the pool's backoff.
+    s = PostgresLongTermStore(proxy.url(pg_url), schema=migrated, min_size=2, max_size=4)
+    await s.open()
+    try:
+        await s.save_task(make_task("kept"))
+        proxy.cut()
+        for _ in range(5):
+            elapsed, error = await _timed(s.get_task("kept"))
+            assert isinstance(error, StorageUnavailableError), error
+            assert elapsed < 1.0, f"{elapsed:.2f} s during the outage"
+            await asyncio.sleep(0.2)
+        assert s.breaker.state == "open"
+        # Concurrent operations fail fast as well (none queues for a connection).
+        results = await asyncio.gather(*(_timed(s.get_task("kept")) for _ in range(10)))
+        assert all(isinstance(error, StorageUnavailableError) for _, error in results)
+        assert max(elapsed for elapsed, _ in results) < 1.0
+
+        proxy.restore()
+        restored = asyncio.get_running_loop().time()
+        while True:
+            elapsed, error = await _timed(s.get_task("kept"))
+            assert elapsed < 1.0, f"{elapsed:.2f} s after PostgreSQL came back"
+            if error is None:
+                break
+            assert asyncio.get_running_loop().time() - restored < 2.0, "not recovered"
+            await asyncio.sleep(0.05)
+        assert s.breaker.state == "closed"
+        assert (await s.get_task("kept")) is not None
+    finally:
+        await s.close()

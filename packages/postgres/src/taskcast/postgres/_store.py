@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -19,12 +20,14 @@ from taskcast.core import (
     TERMINAL_STATUSES,
     EventQuery,
     InvalidInputError,
+    StorageUnavailableError,
     Task,
     TaskEvent,
     UsageError,
 )
 
-from ._conn import storage_errors, use_schema
+from ._breaker import CircuitBreaker
+from ._conn import DEPENDENCY, describe_url, storage_errors, use_schema
 
 __all__ = ["PostgresLongTermStore"]
 
@@ -179,8 +182,14 @@ class PostgresLongTermStore:
         min_size: Connections the pool keeps open.
         max_size: Most connections the pool opens.
         timeout: Seconds an operation waits for a connection before failing with
-            :class:`~taskcast.core.StorageUnavailableError`.
-        connect_timeout: Seconds one connection attempt may take.
+            :class:`~taskcast.core.StorageUnavailableError` while PostgreSQL is reachable
+            (the pool is busy); when a connection attempt fails, waiting operations fail
+            at once instead.
+        connect_timeout: Seconds one connection attempt may take (libpq's minimum is 2).
+        retry_seconds: After a failure to reach PostgreSQL, operations fail at once with
+            :class:`~taskcast.core.StorageUnavailableError` (the circuit breaker is open)
+            for this long; then the next operation is let through as a probe, and its
+            success lets every operation through again.
         check_connections: Check a connection as it leaves the pool if it sat there for
             more than ``check_idle_seconds``, so connections that died during an outage
             are replaced instead of failing the next operation.
@@ -205,13 +214,16 @@ class PostgresLongTermStore:
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 10.0,
-        connect_timeout: int = 5,
+        connect_timeout: int = 2,
+        retry_seconds: float = 0.5,
         check_connections: bool = True,
         check_idle_seconds: float = 1.0,
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise UsageError(f"Invalid pool size: min_size={min_size}, max_size={max_size}")
+        if retry_seconds < 0:
+            raise UsageError(f"retry_seconds must be >= 0, not {retry_seconds}")
         self.url = url
         self.schema = schema
         kwargs: dict[str, Any] = {"connect_timeout": connect_timeout, **(connect_kwargs or {})}
@@ -223,10 +235,17 @@ class PostgresLongTermStore:
             "timeout": timeout,
             "kwargs": kwargs,
             "configure": self._configure if schema is not None else None,
-            "check": self._check if check_connections else None,
             "reset": self._returned if check_connections else None,
+            # The breaker decides when to try PostgreSQL again, not the pool: a failed
+            # connection attempt is retried once at once, then given up (the pool shrinks)
+            # and reported to the breaker. The pool's own backoff grew without bound
+            # (1, 2, 4 ... s) and kept a request waiting after PostgreSQL was back.
+            "reconnect_timeout": 0.0,
+            "reconnect_failed": self._connect_failed,
         }
+        self.check_connections = check_connections
         self.check_idle_seconds = check_idle_seconds
+        self.breaker = CircuitBreaker(retry_seconds)
         # When each pooled connection was last given back (see _check).
         self._returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
@@ -240,10 +259,94 @@ class PostgresLongTermStore:
             self.url, open=False, name="taskcast-postgres", **self._pool_args
         )
 
-    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _usable(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        # Checked here rather than by the pool's ``check`` callback: after a failed check
+        # the pool sleeps a growing backoff (1 s, 2 s ...) before handing out the next
+        # connection, and after a restart every idle connection fails its check.
+        if not self.check_connections:
+            return True
         returned = self._returned_at.get(conn)
-        if returned is None or time.monotonic() - returned > self.check_idle_seconds:
+        if returned is not None and time.monotonic() - returned <= self.check_idle_seconds:
+            return True
+        try:
             await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            return False
+        return True
+
+    def _connect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
+        if self.breaker.state != "open":
+            logger.warning("PostgreSQL (%s) unreachable: failing fast", describe_url(self.url))
+        self.breaker.failed("cannot connect")
+
+    async def _getconn(self) -> psycopg.AsyncConnection[Any]:
+        """A connection from the pool, or StorageUnavailableError as soon as PostgreSQL
+        is found unreachable (rather than at the pool's timeout)."""
+        getter = asyncio.ensure_future(self._pool.getconn())
+        tripped = asyncio.ensure_future(self.breaker.wait_tripped())
+        try:
+            await asyncio.wait((getter, tripped), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            tripped.cancel()
+            await self._abandon(getter)
+            raise
+        tripped.cancel()
+        if getter.done():
+            return getter.result()
+        await self._abandon(getter)
+        raise StorageUnavailableError(DEPENDENCY, "connection")
+
+    async def _abandon(self, getter: asyncio.Future[psycopg.AsyncConnection[Any]]) -> None:
+        # A cancelled getconn gives back a connection it was handed meanwhile; one that
+        # completed before the cancellation took effect is given back here.
+        getter.cancel()
+        await asyncio.wait((getter,))
+        if not getter.cancelled() and getter.exception() is None:
+            await self._pool.putconn(getter.result())
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection behind the circuit breaker.
+
+        Fails at once while the breaker is open. A failed connection attempt opens it (and
+        fails the operations waiting for a connection), as does a failed probe; any answer
+        from PostgreSQL (even an error about the data) closes it.
+        """
+        self._require_open()
+        if not self.breaker.allow():
+            raise StorageUnavailableError(DEPENDENCY, "connection")
+        answered = False
+        try:
+            for _ in range(self._pool.max_size + 1):
+                conn = await self._getconn()
+                if await self._usable(conn):
+                    break
+                # A connection that died idle (PostgreSQL restarted): the pool replaces it.
+                await self._pool.putconn(conn)
+            else:
+                raise psycopg.OperationalError("no working connection in the pool")
+            try:
+                yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except Exception:
+                answered = True
+                raise
+            finally:
+                await self._pool.putconn(conn)
+            answered = True
+        except (psycopg.OperationalError, psycopg.InterfaceError, StorageUnavailableError) as exc:
+            # While closed, one lost connection is no outage: the pool replaces it, and if
+            # PostgreSQL is unreachable that connection attempt fails and opens the
+            # breaker. A failed probe opens it again.
+            if self.breaker.state == "half-open":
+                self.breaker.failed(str(exc) or type(exc).__name__)
+            raise
+        finally:
+            if answered:
+                self.breaker.succeeded()
+            else:
+                self.breaker.abandoned()
 
     async def _returned(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._returned_at[conn] = time.monotonic()
@@ -263,6 +366,7 @@ class PostgresLongTermStore:
             # gets a fresh one.
             self._pool = self._new_pool()
         self._pool_used = True
+        self.breaker.reset()
         await self._pool.open(wait=False)
         self._opened = True
 
@@ -276,7 +380,7 @@ class PostgresLongTermStore:
         """Raise :class:`~taskcast.core.StorageUnavailableError` unless a query succeeds."""
         self._require_open()
         with storage_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 await conn.execute("SELECT 1")
 
     def pool_stats(self) -> dict[str, int]:
@@ -293,13 +397,13 @@ class PostgresLongTermStore:
         """Insert or update; a terminal snapshot beats a non-terminal one, else newest wins."""
         self._require_open()
         with storage_errors(), _data_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 await conn.execute(_SAVE_TASK, _task_row(task))
 
     async def get_task(self, task_id: str) -> Task | None:
         self._require_open()
         with storage_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     f"SELECT {_TASK_NAMES} FROM taskcast_tasks WHERE id = %s".encode(),
@@ -312,7 +416,7 @@ class PostgresLongTermStore:
         """Remove the task; its events go with it (``ON DELETE CASCADE``)."""
         self._require_open()
         with storage_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 await conn.execute("DELETE FROM taskcast_tasks WHERE id = %s", (task_id,))
 
     # -- events ----------------------------------------------------------------------
@@ -340,7 +444,7 @@ class PostgresLongTermStore:
         latest = [_event_row(e) for e in newest.values()]
         batch = Json(plain, dumps=_json) if plain else None
         with storage_errors(), _data_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 if not latest:
                     # One statement is atomic by itself (autocommit): no BEGIN and COMMIT
                     # round trips, which were two thirds of an archive write's.
@@ -372,7 +476,7 @@ class PostgresLongTermStore:
             text += " LIMIT %s"
             params.append(query.limit)
         with storage_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(text.encode(), params)
                 rows = await cur.fetchall()
@@ -382,7 +486,7 @@ class PostgresLongTermStore:
         """The index of an archived event id (replaced ``latest`` rows are gone: None)."""
         self._require_open()
         with storage_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 cur = await conn.execute(
                     b"SELECT idx FROM taskcast_events WHERE task_id = %s AND id = %s",
                     (task_id, event_id),
@@ -394,7 +498,7 @@ class PostgresLongTermStore:
         """The highest archived index of the task, -1 if none."""
         self._require_open()
         with storage_errors():
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 cur = await conn.execute(
                     b"SELECT COALESCE(MAX(idx), -1) FROM taskcast_events WHERE task_id = %s",
                     (task_id,),
