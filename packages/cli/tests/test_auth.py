@@ -157,3 +157,33 @@ async def test_admin_token_exchange() -> None:
     async with client_for(settings_of({})) as client:
         off = await client.post("/admin/token", json={"adminToken": "adm"})
         assert (off.status_code, off.json()) == (404, {"error": "Not found"})
+
+
+async def test_admin_token_limits_from_file_and_environment() -> None:
+    base = {
+        "adminApi": True,
+        "adminToken": "adm",
+        "auth": {"mode": "jwt", "jwt": {"secret": SECRET}},
+    }
+    async with client_for(settings_of(base)) as client:
+        # Defaults: a 24 h cap, and 10 failures per minute before 429.
+        capped = await client.post("/admin/token", json={"adminToken": "adm", "expiresIn": 86_401})
+        assert (capped.status_code, capped.json()) == (
+            400,
+            {"error": "expiresIn must be at most 86400 seconds"},
+        )
+        codes = [
+            (await client.post("/admin/token", json={"adminToken": "x"})).status_code
+            for _ in range(11)
+        ]
+        assert codes == [401] * 10 + [429]
+    file = {**base, "adminTokenMaxExpiresIn": 120, "adminTokenFailureWindowSeconds": 30}
+    env = {"TASKCAST_ADMIN_TOKEN_MAX_FAILURES": "2", "TASKCAST_ADMIN_TOKEN_MAX_CLIENTS": "5"}
+    async with client_for(settings_of(file, env)) as client:
+        issued = await client.post("/admin/token", json={"adminToken": "adm"})
+        claims = pyjwt.decode(issued.json()["token"], SECRET, algorithms=["HS256"])
+        assert claims["exp"] - claims["iat"] == 120
+        for expected in (401, 401, 429):
+            resp = await client.post("/admin/token", json={"adminToken": "x"})
+            assert resp.status_code == expected
+        assert 1 <= int(resp.headers["Retry-After"]) <= 30

@@ -41,6 +41,8 @@ def test_defaults() -> None:
     assert s.auth.mode == "none"
     assert s.processes == 1
     assert s.long_term_url is None
+    assert (s.admin_token_max_expires_in, s.admin_token_max_failures) == (86_400, 10)
+    assert (s.admin_token_failure_window_seconds, s.admin_token_max_clients) == (60.0, 10_000)
 
 
 def test_priority_flags_over_env_over_file_over_defaults() -> None:
@@ -107,6 +109,10 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_POSTGRES_SCHEMA": "sch",
         "TASKCAST_AUTO_MIGRATE": "yes",
         "TASKCAST_ADMIN_TOKEN": "tok",
+        "TASKCAST_ADMIN_TOKEN_MAX_EXPIRES_IN": "600",
+        "TASKCAST_ADMIN_TOKEN_MAX_FAILURES": "3",
+        "TASKCAST_ADMIN_TOKEN_FAILURE_WINDOW_SECONDS": "2.5",
+        "TASKCAST_ADMIN_TOKEN_MAX_CLIENTS": "50",
         "SENTRY_DSN": "https://k@sentry.example/1",
         "TASKCAST_HOT_RETENTION_ENABLED": "false",
         "TASKCAST_HOT_RETENTION_TERMINAL_SECONDS": "5",
@@ -150,6 +156,8 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.postgres.schema_name == "sch"
     assert s.postgres.auto_migrate is True
     assert s.admin_token == "tok"
+    assert (s.admin_token_max_expires_in, s.admin_token_max_failures) == (600, 3)
+    assert (s.admin_token_failure_window_seconds, s.admin_token_max_clients) == (2.5, 50)
     assert s.sentry_dsn == "https://k@sentry.example/1"
     lc = s.storage_lifecycle
     assert lc.hot_retention_enabled is False

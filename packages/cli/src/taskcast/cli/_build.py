@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,8 +245,12 @@ def build(settings: TaskcastSettings) -> Built:
     jwt = _jwt_config(settings)
     try:
         authenticator = _authenticator(settings, jwt)
-        admin = AdminConfig.for_jwt(
-            jwt, enabled=settings.admin_api, admin_token=settings.admin_token
+        admin = replace(
+            AdminConfig.for_jwt(jwt, enabled=settings.admin_api, admin_token=settings.admin_token),
+            max_expires_in=settings.admin_token_max_expires_in,
+            max_failures=settings.admin_token_max_failures,
+            failure_window_seconds=settings.admin_token_failure_window_seconds,
+            max_tracked_clients=settings.admin_token_max_clients,
         )
     except SettingsError:
         raise

@@ -143,6 +143,10 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_POSTGRES_SCHEMA": ("postgres", "schema_name"),
     "TASKCAST_AUTO_MIGRATE": ("postgres", "auto_migrate"),
     "TASKCAST_ADMIN_TOKEN": ("admin_token",),
+    "TASKCAST_ADMIN_TOKEN_MAX_EXPIRES_IN": ("admin_token_max_expires_in",),
+    "TASKCAST_ADMIN_TOKEN_MAX_FAILURES": ("admin_token_max_failures",),
+    "TASKCAST_ADMIN_TOKEN_FAILURE_WINDOW_SECONDS": ("admin_token_failure_window_seconds",),
+    "TASKCAST_ADMIN_TOKEN_MAX_CLIENTS": ("admin_token_max_clients",),
     "TASKCAST_HOT_RETENTION_ENABLED": ("storage_lifecycle", "hot_retention_enabled"),
     "TASKCAST_HOT_RETENTION_TERMINAL_SECONDS": (
         "storage_lifecycle",

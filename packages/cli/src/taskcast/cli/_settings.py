@@ -362,6 +362,16 @@ class TaskcastSettings(BaseSettings):
     e.g., ``opentelemetry-instrument`` or a ``taskcast.config.py``)."""
     admin_api: bool = False
     admin_token: str | None = None
+    admin_token_max_expires_in: int = Field(86_400, gt=0)
+    """Longest lifetime (seconds) ``POST /admin/token`` issues; a larger ``expiresIn`` is a
+    400, and the default lifetime (24 h) is held to it."""
+    admin_token_max_failures: int = Field(10, gt=0)
+    """Failed admin token attempts one client (IP address, IPv6 /64) may make per window
+    before it is answered 429."""
+    admin_token_failure_window_seconds: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """The window, from a client's first failure, in which its failures are counted."""
+    admin_token_max_clients: int = Field(10_000, gt=0)
+    """Clients whose failed attempts are remembered per process (the oldest is forgotten)."""
     trusted_services: list[TrustedServiceSettings] = Field(default_factory=list)
     """Service keys accepted in ``X-Taskcast-Service-Key`` before the auth mode applies."""
     # The original's worker section: worker routes are not provided (architecture §7); the

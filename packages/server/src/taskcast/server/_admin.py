@@ -1,7 +1,10 @@
 """``POST /admin/token``: exchange the admin token for a JWT (reference §7.5).
 
 Not behind the auth dependency: the admin token is the credential. The dashboard and the
-CLI's ``node`` entries with ``tokenType: admin`` use it.
+CLI's ``node`` entries with ``tokenType: admin`` use it. Unlike the original, failed attempts
+are throttled per client (429 with ``Retry-After``) and the lifetime of an issued token is
+capped (an ``expiresIn`` above the cap is refused with 400 rather than clamped, so a caller
+never holds a token shorter-lived than it asked for without knowing).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fastapi.responses import JSONResponse
 from taskcast.core import ConfigError
 
 from ._jwt import HMAC_ALGORITHMS, JWTConfig
+from ._throttle import FailureThrottle, client_key
 from ._tokens import mint_token
 
 __all__ = ["AdminConfig", "admin_router"]
@@ -46,13 +50,33 @@ class AdminConfig:
     audience: str | None = None
     """``aud`` written into issued tokens."""
     default_expires_in: int = 86_400
-    """Lifetime in seconds when the request gives no ``expiresIn``."""
-    max_expires_in: float | None = None
-    """Upper bound on a requested ``expiresIn`` (``None``: no bound, as the original)."""
+    """Lifetime in seconds when the request gives no ``expiresIn`` (at most
+    :attr:`max_expires_in`)."""
+    max_expires_in: int = 86_400
+    """Longest lifetime in seconds a request may ask for; a larger ``expiresIn`` is a 400.
+    The original had no bound."""
+    max_failures: int = 10
+    """Failed attempts (wrong or missing admin token) one client may make within
+    :attr:`failure_window_seconds`; further attempts get 429 until the window ends."""
+    failure_window_seconds: float = 60.0
+    """The window, starting at a client's first failure, in which failures are counted."""
+    max_tracked_clients: int = 10_000
+    """Clients whose failures are remembered (per process); past this many, the one that
+    failed longest ago is forgotten."""
 
     def __post_init__(self) -> None:
-        if self.default_expires_in <= 0:
-            raise ConfigError("default_expires_in must be positive")
+        for name in ("default_expires_in", "max_expires_in", "max_failures"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not self.failure_window_seconds > 0 or not math.isfinite(self.failure_window_seconds):
+            raise ConfigError(
+                f"failure_window_seconds must be positive, got {self.failure_window_seconds!r}"
+            )
+        if isinstance(self.max_tracked_clients, bool) or self.max_tracked_clients <= 0:
+            raise ConfigError(
+                f"max_tracked_clients must be a positive integer, got {self.max_tracked_clients!r}"
+            )
 
     @classmethod
     def for_jwt(
@@ -91,8 +115,10 @@ def _error(status: int, message: str) -> JSONResponse:
 def admin_router(config: AdminConfig) -> APIRouter:
     """A router serving ``POST /admin/token``; include it in the app.
 
-    Answers: 404 ``Not found`` when disabled; 400 ``Invalid request body`` for a body that is
-    not a JSON object or has a bad ``scopes``/``expiresIn``; 401 ``Invalid admin token``;
+    Answers: 404 ``Not found`` when disabled; 429 (with ``Retry-After``) to a client that
+    failed :attr:`AdminConfig.max_failures` times within the window; 400 ``Invalid request
+    body`` for a body that is not a JSON object or has a bad ``scopes``/``expiresIn``; 400
+    ``expiresIn must be at most N seconds`` above the cap; 401 ``Invalid admin token``;
     200 ``{"token", "expiresAt"}`` (``expiresAt`` in Unix seconds). Issued claims:
     ``{"sub": "admin", "scope": scopes (default ["*"]), "taskIds": "*", "iat", "exp"}``.
     """
@@ -100,6 +126,11 @@ def admin_router(config: AdminConfig) -> APIRouter:
         config = config.with_generated_token()
         logger.warning("[taskcast] Admin token (auto-generated): %s", config.admin_token)
     expected = _digest(config.admin_token) if config.admin_token else None
+    throttle = FailureThrottle(
+        max_failures=config.max_failures,
+        window_seconds=config.failure_window_seconds,
+        max_clients=config.max_tracked_clients,
+    )
     router = APIRouter()
 
     @router.post(
@@ -108,25 +139,35 @@ def admin_router(config: AdminConfig) -> APIRouter:
         summary="Exchange the admin token for a JWT",
         tags=["admin"],
         responses={
-            400: {"description": "Invalid request body"},
+            400: {"description": "Invalid request body, or expiresIn above the maximum"},
             401: {"description": "Invalid admin token"},
             404: {"description": "Admin API disabled"},
+            429: {"description": "Too many failed attempts from this client"},
         },
     )
     async def exchange_admin_token(request: Request) -> JSONResponse:
         if not config.enabled or expected is None:
             return _error(404, "Not found")
+        raw = await request.body()
+        # From here to the answer nothing awaits: concurrent attempts of one client cannot
+        # all pass the check before the first failure is counted.
+        client = client_key(request.client.host if request.client else None)
+        wait = throttle.retry_after(client)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            return JSONResponse(
+                {"error": f"Too many failed admin token attempts; retry in {seconds} s"},
+                status_code=429,
+                headers={"Retry-After": str(seconds)},
+            )
         try:
-            body: Any = json.loads(await request.body())
+            body: Any = json.loads(raw)
         except ValueError:
             return _error(400, "Invalid request body")
         if not isinstance(body, dict):
             return _error(400, "Invalid request body")
         scopes = body.get("scopes", ["*"])
-        default = config.default_expires_in
-        if config.max_expires_in is not None:
-            default = min(default, int(config.max_expires_in))
-        expires_in = body.get("expiresIn", default)
+        expires_in = body.get("expiresIn", min(config.default_expires_in, config.max_expires_in))
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             return _error(400, "Invalid request body")
         if (
@@ -134,13 +175,23 @@ def admin_router(config: AdminConfig) -> APIRouter:
             or not isinstance(expires_in, int | float)
             or not math.isfinite(expires_in)
             or expires_in <= 0
-            or (config.max_expires_in is not None and expires_in > config.max_expires_in)
         ):
             return _error(400, "Invalid request body")
+        if expires_in > config.max_expires_in:
+            return _error(400, f"expiresIn must be at most {config.max_expires_in} seconds")
         presented = body.get("adminToken")
         # Constant time: compare fixed-length digests so neither content nor length leaks.
         if not isinstance(presented, str) or not hmac.compare_digest(_digest(presented), expected):
+            if throttle.failed(client):
+                logger.warning(
+                    "admin token: %d failed attempts from %s within %g s; refusing it until "
+                    "the window ends",
+                    config.max_failures,
+                    client,
+                    config.failure_window_seconds,
+                )
             return _error(401, "Invalid admin token")
+        throttle.succeeded(client)
         now = int(time.time())
         lifetime = max(1, int(expires_in))
         expires_at = now + lifetime
