@@ -136,7 +136,7 @@ def test_delivery_dict_forms() -> None:
     )
     assert WebhookDelivery.from_dict(d.to_dict()) == d
     public = d.public_dict()
-    assert public["url"] == "https://[::1]:8443/p"
+    assert public["url"] == "https://***@[::1]:8443/p?token=***"
     assert "secret" not in public and "body" not in public and "lease" not in public
     assert public["nextAttemptAt"] == 2 and public["maxAttempts"] == 4
     finished = WebhookDelivery.from_dict({**d.to_dict(), "status": "delivered", "completedAt": 9})

@@ -372,6 +372,10 @@ async def test_unmapped_taskcast_error_is_a_500_not_a_400() -> None:
         {"max_data_bytes": 0},
         {"max_batch": 0},
         {"queue_limit": 0},
+        {"max_page_size": 0},
+        {"default_page_size": 0},
+        {"default_page_size": 1001},
+        {"default_page_size": 20, "max_page_size": 10},
     ],
 )
 def test_config_rejects_nonsense(kwargs: dict[str, Any]) -> None:

@@ -22,9 +22,10 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
-from taskcast.core import ConfigError, MemoryShortTermStore, TaskEngine
-from taskcast.server import SSEResponse, create_app
+from taskcast.core import ConfigError, MemoryShortTermStore, TaskEngine, TaskInput
+from taskcast.server import CompositeAuthenticator, SSEResponse, TrustedService, create_app
 from taskcast.server._admin import AdminConfig, admin_router
+from taskcast.server._auth import SERVICE_KEY_HEADER
 from taskcast.server._jwt import JWTAuthenticator, JWTConfig
 from taskcast.server._tokens import mint_subscribe_token, mint_token
 
@@ -386,3 +387,200 @@ async def test_browser_subscribe_over_sse(live_url: str) -> None:
         # A one-task token may open the global stream; the server filters it to that task.
         async with c.stream("GET", "/events", params={"token": sub}) as resp:
             assert resp.status_code == 200
+
+
+# -- every read, every kind of caller: secrets stay write-only, per-task rules hold ------
+
+HOOK_SECRET = "whsec-never-shown-0123456789"
+HOOK = {
+    "url": "https://hookuser:hookpass@hooks.example.com/in?key=qk-123&x=1",
+    "secret": HOOK_SECRET,
+    "filter": {"types": ["*"]},
+}
+SHOWN_HOOK = {
+    "url": "https://***@hooks.example.com/in?key=***&x=***",
+    "hasSecret": True,
+    "filter": {"types": ["*"]},
+}
+LEAKS = (HOOK_SECRET, "hookpass", "hookuser", "qk-123")
+SERVICE = TrustedService(name="backend", key="service-key-0123456789abcdef", scope=("*",))
+
+
+def assert_no_secret(text: str, where: object) -> None:
+    for leaked in LEAKS:
+        assert leaked not in text, (where, leaked, text[:300])
+
+
+async def ensure_task(engine: TaskEngine, task_id: str, *, finished: bool = False) -> None:
+    """The task with the secret-bearing webhook (again, if a DELETE removed it)."""
+    if await engine.get_task(task_id) is None:
+        await engine.create_task(TaskInput(id=task_id, webhooks=[HOOK]))
+        if finished:
+            await engine.transition_task(task_id, "running")
+            await engine.transition_task(task_id, "completed", result={"ok": True})
+
+
+Caller = tuple[str, dict[str, str], bool]  # kind, headers, subscribe-only via ?token=
+
+
+async def callers(client: httpx.AsyncClient) -> list[Caller]:
+    """Every kind of caller; ``no auth`` is for an app in auth mode ``none``."""
+    exchanged = await client.post("/admin/token", json={"adminToken": ADMIN})
+    admin = exchanged.json()["token"]
+    return [
+        ("admin token", {"Authorization": f"Bearer {admin}"}, False),
+        ("subscribe token in ?token=", {}, True),
+        ("service key", {SERVICE_KEY_HEADER: SERVICE.key}, False),
+        ("no auth", {}, False),
+    ]
+
+
+async def test_no_route_returns_a_webhook_secret_to_any_caller(engine: TaskEngine) -> None:
+    # Regression (issue 15 item 1): GET /tasks/{id}, GET /tasks and the POST /tasks echo
+    # returned each webhook's secret and full URL, even to a browser's subscribe token.
+    secured = create_app(
+        engine, authenticator=CompositeAuthenticator(JWTAuthenticator(JWT_CONFIG), [SERVICE])
+    )
+    secured.include_router(
+        admin_router(AdminConfig.for_jwt(JWT_CONFIG, enabled=True, admin_token=ADMIN))
+    )
+    open_app = create_app(engine)  # auth mode none
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=secured), base_url="http://test"
+    ) as client:
+        kinds = await callers(client)
+    seen_tasks = 0
+    for app in (secured, open_app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
+            for kind, headers, query_token in kinds:
+                if (app is open_app) != (kind == "no auth"):
+                    continue
+                if not query_token:
+                    created = await client.post(
+                        "/tasks", json={"webhooks": [HOOK]}, headers=headers
+                    )
+                    assert created.status_code == 201, (kind, created.text)
+                    assert created.json()["webhooks"] == [SHOWN_HOOK]
+                    assert_no_secret(created.text, (kind, "POST /tasks"))
+                for method, path, streams in routes(app):
+                    if streams and "{" not in path:
+                        continue  # GET /events never ends: checked over a socket below
+                    if query_token and method != "GET":
+                        continue  # a token in the query string is only taken on GETs
+                    # A finished task's stream replays its history (status events too) and ends.
+                    task_id = "done" if streams else "w"
+                    await ensure_task(engine, task_id, finished=streams)
+                    params = {}
+                    if query_token:
+                        params["token"] = mint_subscribe_token(
+                            SECRET, task_id, issuer="taskcast-test"
+                        )
+                    resp = await client.request(
+                        method,
+                        fill(path, task_id),
+                        params=params,
+                        headers={"Content-Type": "application/json", **headers},
+                        content=json.dumps({"status": "running", "type": "x", "data": {}})
+                        if method in {"POST", "PATCH"}
+                        else None,
+                    )
+                    assert_no_secret(resp.text, (kind, method, path, resp.status_code))
+                    body = resp.json() if "json" in resp.headers.get("content-type", "") else None
+                    tasks = (body.get("tasks") or [body]) if isinstance(body, dict) else []
+                    for task in tasks:
+                        if isinstance(task, dict) and task.get("id") == task_id:
+                            assert task["webhooks"] == [SHOWN_HOOK], (kind, method, path)
+                            seen_tasks += 1
+                    if streams:
+                        assert resp.status_code == 200 and "taskcast.done" in resp.text, kind
+    # Every kind read the task through GET /tasks and GET /tasks/{id} at least.
+    assert seen_tasks >= 4 * 2
+
+
+async def test_global_stream_carries_no_webhook_secret(live_url: str) -> None:
+    full = {"Authorization": f"Bearer {tok('*')}"}
+    sub = mint_subscribe_token(SECRET, "gw", issuer="taskcast-test")
+    async with httpx.AsyncClient(base_url=live_url, timeout=10) as c:
+        created = await c.post("/tasks", json={"id": "gw", "webhooks": [HOOK]}, headers=full)
+        assert created.status_code == 201
+        async with c.stream("GET", "/events", params={"token": sub}) as resp:
+            assert resp.status_code == 200
+            await c.patch("/tasks/gw/status", json={"status": "running"}, headers=full)
+            await c.patch(
+                "/tasks/gw/status", json={"status": "completed", "result": {}}, headers=full
+            )
+            seen = ""
+            async for line in resp.aiter_lines():
+                seen += line + "\n"
+                if '"completed"' in line:
+                    break
+    assert '"taskcast:status"' in seen
+    assert_no_secret(seen, "GET /events")
+
+
+ALICE_ONLY = {"rules": [{"match": {"scope": ["event:subscribe"]}, "require": {"sub": ["alice"]}}]}
+RED_TEAM = {"rules": [{"require": {"claims": {"team": "red"}}}]}
+# A rule for another scope does not hide the task from readers.
+PUBLISH_RULE = {"rules": [{"match": {"scope": ["event:publish"]}, "require": {"sub": ["x"]}}]}
+
+
+async def test_lists_show_exactly_the_tasks_a_caller_may_read(engine: TaskEngine) -> None:
+    # Regression (issue 15 item 2): a caller refused (403) on GET /tasks/{id} still saw the
+    # task, with its params, result and rules, in GET /tasks.
+    rules = [None, ALICE_ONLY, RED_TEAM, None, ALICE_ONLY, ALICE_ONLY, PUBLISH_RULE, RED_TEAM]
+    ids = [f"t{i}" for i in range(len(rules))]
+    for task_id, config in zip(ids, rules, strict=True):
+        await engine.create_task(TaskInput(id=task_id, auth_config=config, params={"p": 1}))
+    secured = create_app(
+        engine, authenticator=CompositeAuthenticator(JWTAuthenticator(JWT_CONFIG), [SERVICE])
+    )
+    bob = tok("event:subscribe", sub="bob")
+    readers: list[tuple[str, Any, dict[str, str], dict[str, str]]] = [
+        ("bob", secured, {"Authorization": f"Bearer {bob}"}, {}),
+        ("alice", secured, {"Authorization": f"Bearer {tok('*', sub='alice')}"}, {}),
+        ("red team", secured, {"Authorization": f"Bearer {tok('*', team='red')}"}, {}),
+        ("alice, two tasks", secured, {"Authorization": f"Bearer {tok('*', ['t1', 't2'], sub='alice')}"}, {}),
+        ("subscribe token for t4", secured, {}, {"token": mint_subscribe_token(SECRET, "t4", issuer="taskcast-test", sub="bob")}),
+        ("service key", secured, {SERVICE_KEY_HEADER: SERVICE.key}, {}),
+        ("no auth", create_app(engine), {}, {}),
+    ]  # fmt: skip
+    expected_visible = {
+        "bob": {"t0", "t3", "t6"},
+        "alice": {"t0", "t1", "t3", "t4", "t5", "t6"},
+        "red team": {"t0", "t2", "t3", "t6", "t7"},
+        "alice, two tasks": {"t1"},
+        "subscribe token for t4": set(),
+        "service key": {"t0", "t3", "t6"},
+        "no auth": set(ids),
+    }
+    for name, app, headers, query in readers:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+        ) as c:
+            readable = set()
+            for task_id in ids:
+                r = await c.get(f"/tasks/{task_id}", params=query)
+                assert r.status_code in (200, 403), (name, task_id, r.text)
+                if r.status_code == 200:
+                    readable.add(task_id)
+            assert readable == expected_visible[name], name
+            # Listed, whole and in pages of two (pages may come short, even empty, while
+            # the cursor leads on), the caller sees exactly what it may read one by one.
+            whole = (await c.get("/tasks", params=query)).json()
+            assert [t["id"] for t in whole["tasks"]] == sorted(readable), name
+            paged: list[str] = []
+            params = {**query, "limit": "2"}
+            pages = 0
+            while True:
+                body = (await c.get("/tasks", params=params)).json()
+                assert len(body["tasks"]) <= 2
+                paged += [t["id"] for t in body["tasks"]]
+                pages += 1
+                if "nextCursor" not in body:
+                    break
+                params["cursor"] = body["nextCursor"]
+            assert paged == sorted(readable), name
+            if name not in ("alice, two tasks", "subscribe token for t4"):
+                assert pages == 4, name  # eight tasks, two a page: the store's pages

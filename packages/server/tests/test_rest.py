@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from taskcast.core import EventInput, TaskEngine
+from taskcast.core import EventInput, TaskEngine, TaskInput
+from taskcast.server import ServerConfig, create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -103,6 +104,8 @@ async def test_create_every_field(client: httpx.AsyncClient) -> None:
     assert r.status_code == 201
     got = r.json()
     expected = {k: v for k, v in body.items() if k != "unknownKey"}
+    # Webhooks are echoed as readers see them: whether a secret is set, never the secret.
+    expected["webhooks"] = [{"url": "http://example.invalid/hook", "hasSecret": False}]
     assert {k: got[k] for k in expected} == expected
     assert "unknownKey" not in got
 
@@ -258,6 +261,42 @@ async def test_list_bad_query(
     r = await client.get("/tasks", params=params)
     assert r.status_code == 400
     assert r.json()["error"].startswith(error)
+
+
+async def test_list_is_paged_by_default(engine: TaskEngine, serve_app: Any) -> None:
+    # Regression (issue 15 item 11): without `limit`, GET /tasks answered every task.
+    for i in range(101):
+        await engine.create_task(TaskInput(id=f"t{i:03}"))
+    async with (
+        serve_app(create_app(engine), engine) as url,
+        httpx.AsyncClient(base_url=url) as c,
+    ):
+        page = (await c.get("/tasks")).json()
+        assert [t["id"] for t in page["tasks"]] == [f"t{i:03}" for i in range(100)]
+        rest = (await c.get("/tasks", params={"cursor": page["nextCursor"]})).json()
+        assert rest == {"tasks": [rest["tasks"][0]]} and rest["tasks"][0]["id"] == "t100"
+        assert len((await c.get("/tasks", params={"limit": 1000})).json()["tasks"]) == 101
+        r = await c.get("/tasks", params={"limit": 1001})
+        assert (r.status_code, r.json()) == (400, {"error": "limit must be at most 1000"})
+
+
+async def test_list_page_sizes_are_configurable(engine: TaskEngine) -> None:
+    for i in range(7):
+        await engine.create_task(TaskInput(id=f"t{i}"))
+    app = create_app(engine, config=ServerConfig(default_page_size=3, max_page_size=5))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        pages: list[list[str]] = []
+        params: dict[str, Any] = {}
+        while True:
+            body = (await c.get("/tasks", params=params)).json()
+            pages.append([t["id"] for t in body["tasks"]])
+            if "nextCursor" not in body:
+                break
+            params["cursor"] = body["nextCursor"]
+        assert pages == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6"]]
+        assert len((await c.get("/tasks", params={"limit": 5})).json()["tasks"]) == 5
+        r = await c.get("/tasks", params={"limit": 6})
+        assert (r.status_code, r.json()) == (400, {"error": "limit must be at most 5"})
 
 
 async def test_delete(client: httpx.AsyncClient, engine: TaskEngine) -> None:

@@ -54,6 +54,8 @@ class Receiver:
     url: str = ""
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    """The request target (path and query) of each POST."""
     hang: bool = False
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -68,6 +70,7 @@ async def receiver(serve_app: Any) -> AsyncIterator[Receiver]:
     async def hook(request: Request) -> Response:
         body = await request.body()
         state.requests.append((dict(request.headers), body))
+        state.targets.append(request.url.path + "?" + request.url.query)
         if state.hang:
             await state.release.wait()
         status = state.statuses.pop(0) if state.statuses else 200
@@ -150,6 +153,41 @@ async def test_signed_post_per_matching_event(
     assert {d["status"] for d in listed} <= {"delivered", "pending"}
 
 
+async def test_readers_never_see_the_secret_but_deliveries_use_it(
+    api: httpx.AsyncClient, receiver: Receiver, eventually: Any
+) -> None:
+    # Regression (issue 15 item 1): task reads returned each webhook's secret and full URL.
+    secret = "whsec-never-shown-0123456789"
+    target = receiver.url.replace("http://", "http://hookuser:hookpass@") + "?key=qk-123&x=1"
+    created = await api.post("/tasks", json={"webhooks": [{"url": target, "secret": secret}]})
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    await api.patch(f"/tasks/{task_id}/status", json={"status": "running"})
+    reads = [
+        created,
+        await api.get(f"/tasks/{task_id}"),
+        await api.get("/tasks"),
+        await api.patch(f"/tasks/{task_id}/status", json={"status": "completed"}),
+    ]
+    shown = receiver.url.replace("http://", "http://***@") + "?key=***&x=***"
+    for resp in reads:
+        assert resp.status_code in (200, 201), resp.text
+        for leaked in (secret, "hookpass", "hookuser", "qk-123"):
+            assert leaked not in resp.text, (resp.request.url, leaked)
+    task = reads[1].json()
+    assert task["webhooks"] == [{"url": shown, "hasSecret": True}]
+    assert reads[2].json()["tasks"][0]["webhooks"] == task["webhooks"]
+    # The deliveries still go to the real URL (credentials, query) signed with the real secret.
+    await eventually(lambda: len(receiver.requests) == 2)
+    for (headers, body), where in zip(receiver.requests, receiver.targets, strict=True):
+        assert where == "/hook?key=qk-123&x=1"
+        assert headers["authorization"] == "Basic aG9va3VzZXI6aG9va3Bhc3M="  # hookuser:hookpass
+        assert verify_webhook(body, headers, secret)
+    listed = await api.get(f"/tasks/{task_id}/webhooks/deliveries")
+    assert {d["url"] for d in listed.json()["deliveries"]} == {shown}
+    assert secret not in listed.text and "qk-123" not in listed.text
+
+
 async def test_status_changes_and_wrap(
     api: httpx.AsyncClient, receiver: Receiver, eventually: Any
 ) -> None:
@@ -222,7 +260,7 @@ async def test_final_failure_reaches_the_hook(
         "HTTP 500",
         500,
     )
-    assert item["url"] == receiver.url  # the query string is not shown
+    assert item["url"] == receiver.url + "?token=***"  # query values are not shown
     assert len(receiver.requests) == 2
 
 

@@ -56,6 +56,7 @@ from ._ports import (
     Unsubscribe,
     WebhookOutbox,
 )
+from ._redact import MASK, public_webhook, redact_url
 from ._scheduler import CleanupRule, Scheduler, SchedulerConfig, matches_cleanup_rule
 from ._series import Collapser, CommitPlan, accumulate, collapse, plan_commit
 from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_terminal
@@ -79,6 +80,7 @@ __all__ = [
     "DELETED_EVENT",
     # Models
     "LEVELS",
+    "MASK",
     "SERIES_MODES",
     "STATUSES",
     # State machine, series, filters
@@ -160,6 +162,8 @@ __all__ = [
     "now_ms",
     "parse_webhooks",
     "plan_commit",
+    "public_webhook",
+    "redact_url",
     "rehydrate",
     "select_events",
     "series_states",

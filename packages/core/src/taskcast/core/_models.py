@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, Literal, get_args
 
+from ._redact import public_webhook
+
 __all__ = [
     "LEVELS",
     "SERIES_MODES",
@@ -97,6 +99,18 @@ class Task:
             value = getattr(self, name)
             if value is not None:
                 out[key] = value
+        return out
+
+    def public_dict(self) -> dict[str, Any]:
+        """The wire form a reader is shown: :meth:`to_dict` with each webhook's ``secret``
+        replaced by ``hasSecret`` and its URL redacted (:func:`taskcast.core.redact_url`).
+
+        Every route answering a task uses this; :meth:`to_dict` (the storage form) keeps the
+        secrets that deliveries are signed with.
+        """
+        out = self.to_dict()
+        if self.webhooks is not None:
+            out["webhooks"] = [public_webhook(hook) for hook in self.webhooks]
         return out
 
     @classmethod

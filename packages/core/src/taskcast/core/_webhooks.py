@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ._errors import InvalidInputError
 from ._filters import EventFilter
 from ._models import LEVELS
+from ._redact import redact_url
 
 __all__ = [
     "DeliveryStatus",
@@ -316,18 +317,13 @@ class WebhookDelivery:
         )
 
     def public_dict(self) -> dict[str, Any]:
-        """The API form: no secret, body or lease; the URL without credentials or query."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        """The API form: no secret, body or lease; the URL redacted (:func:`redact_url`)."""
         out: dict[str, Any] = {
             "id": self.id,
             "taskId": self.task_id,
             "eventId": self.event_id,
             "eventType": self.event_type,
-            "url": f"{parts.scheme}://{netloc}{parts.path}",
+            "url": redact_url(self.url),
             "global": self.global_hook,
             "status": self.status,
             "attempts": self.attempts,

@@ -55,6 +55,7 @@ __all__ = [
     "context_from_claims",
     "load_custom_authenticator",
     "require_webhook_scope",
+    "task_allowed",
     "validate_auth_config",
 ]
 
@@ -511,6 +512,22 @@ def check_task_auth_config(
     for rule in rules:
         if _rule_applies(rule, scope) and not _rule_satisfied(ctx, rule):
             raise AuthError(403, "Forbidden")
+
+
+def task_allowed(ctx: AuthContext, task: Task, scope: str) -> bool:
+    """Whether the per-task rules let ``ctx`` at ``task`` for ``scope``: its ``taskIds``,
+    then the task's ``authConfig`` (:func:`check_task_auth_config`).
+
+    The verdict form of the checks the single-task routes make (they answer 403); reads
+    over many tasks (``GET /tasks``, ``GET /events``) leave out the tasks it refuses.
+    """
+    if not ctx.can_access(task.id):
+        return False
+    try:
+        check_task_auth_config(ctx, task, scope)
+    except AuthError:
+        return False
+    return True
 
 
 def require_webhook_scope(ctx: AuthContext, body: object) -> None:

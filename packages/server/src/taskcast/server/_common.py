@@ -84,7 +84,7 @@ async def check_task_rules(engine: TaskEngine, ctx: AuthContext, task_id: str, s
 def task_view(engine: TaskEngine, task: Task) -> dict[str, Any]:
     """The task as ``GET`` routes answer it, with this process's subscriber count."""
     count = engine.subscriber_count(task.id)
-    out = task.to_dict()
+    out = task.public_dict()
     out["hot"] = count > 0
     out["subscriberCount"] = count
     return out

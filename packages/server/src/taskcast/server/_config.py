@@ -37,6 +37,10 @@ class ServerConfig:
     """Largest JSON encoding of one event's ``data``; larger events get 413."""
     max_batch: int = 1000
     """Most events accepted in one ``POST /tasks/{id}/events``."""
+    default_page_size: int = 100
+    """Tasks in one ``GET /tasks`` page when the request gives no ``limit``."""
+    max_page_size: int = 1000
+    """Largest ``limit`` accepted by ``GET /tasks``; a larger one gets 400."""
     cors_origins: tuple[str, ...] | None = None
     """Origins allowed by CORS (``("*",)`` for any); ``None`` leaves CORS off."""
     queue_limit: int | None = None
@@ -63,9 +67,11 @@ class ServerConfig:
             raise ConfigError("write_timeout_seconds must be positive")
         if self.retry_ms < 0:
             raise ConfigError("retry_ms must not be negative")
-        for name in ("max_body_bytes", "max_data_bytes", "max_batch"):
+        for name in ("max_body_bytes", "max_data_bytes", "max_batch", "max_page_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
+        if not 1 <= self.default_page_size <= self.max_page_size:
+            raise ConfigError("default_page_size must be between 1 and max_page_size")
         if self.queue_limit is not None and self.queue_limit < 1:
             raise ConfigError("queue_limit must be positive")
         if self.meter_provider is not None and not self.opentelemetry:

@@ -28,7 +28,7 @@ from taskcast.core import (
     TaskStream,
 )
 
-from ._auth import AuthContext, AuthError, auth_context, check_task_auth_config
+from ._auth import AuthContext, auth_context, check_task_auth_config, task_allowed
 from ._body import json_response, parse_json, plain_json, read_body, validate
 from ._common import (
     check_task_rules,
@@ -399,11 +399,9 @@ def _global_access(engine: TaskEngine, ctx: AuthContext) -> Callable[[str], Awai
             return True
         verdict = verdicts.get(task_id)
         if verdict is None:
-            try:
-                check_task_auth_config(ctx, await engine.get_task(task_id), "event:subscribe")
-                verdict = True
-            except AuthError:
-                verdict = False
+            task = await engine.get_task(task_id)
+            # A task gone from every store (its deletion marker) has no rules left to apply.
+            verdict = task is None or task_allowed(ctx, task, "event:subscribe")
             if len(verdicts) >= 10_000:
                 verdicts.clear()
             verdicts[task_id] = verdict

@@ -32,6 +32,7 @@ __all__ = [
     "TaskList",
     "TaskOut",
     "TransitionBody",
+    "WebhookOut",
 ]
 
 # The wire vocabularies are core's (one definition for the engine and the OpenAPI schema).
@@ -138,6 +139,21 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class WebhookOut(_Out):
+    """A task's webhook as readers see it: secrets are write-only."""
+
+    url: str = Field(
+        description="Redacted: `user:password@` shown as `***@`, each query value as `***`, "
+        "no fragment."
+    )
+    has_secret: bool = Field(
+        description="Whether deliveries are signed; the secret itself is never returned."
+    )
+    filter: dict[str, Any] | None = None
+    wrap: bool | None = None
+    retry: dict[str, Any] | None = None
+
+
 class TaskOut(_Out):
     """A task; optional keys are absent when unset."""
 
@@ -156,6 +172,7 @@ class TaskOut(_Out):
     reason: str | None = None
     resume_at: int | None = None
     blocked_request: dict[str, Any] | None = None
+    webhooks: list[WebhookOut] | None = None
     hot: bool | None = Field(default=None, description="Only on GET: a live subscriber exists.")
     subscriber_count: int | None = Field(
         default=None, description="Only on GET: live SSE subscribers on this server process."

@@ -16,6 +16,7 @@ from ._auth import (
     auth_context,
     check_task_auth_config,
     require_webhook_scope,
+    task_allowed,
     validate_auth_config,
 )
 from ._body import json_response, read_json, validate
@@ -99,7 +100,7 @@ async def create_task(request: Request, ctx: Ctx) -> Response:
             disconnect_policy=body.disconnect_policy,
         )
     )
-    return json_response(task.to_dict(), 201)
+    return json_response(task.public_dict(), 201)
 
 
 @router.get(
@@ -118,7 +119,14 @@ async def list_tasks(
         str | None,
         Query(description="Comma-separated type patterns (`llm.*`, `*` or exact types)."),
     ] = None,
-    limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size.")] = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="Page size: at most the server's `max_page_size` (1000 by default); "
+            "without it, `default_page_size` (100).",
+        ),
+    ] = None,
     cursor: Annotated[str | None, Query(description="`nextCursor` of the previous page.")] = None,
 ) -> Response:
     ctx.require("event:subscribe")
@@ -127,6 +135,11 @@ async def list_tasks(
         for item in statuses:
             if item not in STATUSES:
                 raise ApiError(400, f"Invalid status: {item}")
+    config = config_of(request)
+    if limit is None:
+        limit = config.default_page_size
+    elif limit > config.max_page_size:
+        raise ApiError(400, f"limit must be at most {config.max_page_size}")
     engine = engine_of(request)
     page = await engine.list_tasks(
         TaskQuery(
@@ -137,7 +150,10 @@ async def list_tasks(
             after=None if cursor is None else decode_cursor(cursor),
         )
     )
-    out: dict[str, Any] = {"tasks": [task_view(engine, t) for t in page.tasks]}
+    # The task routes' own rules (authConfig) leave tasks out after the store has paged, so
+    # a page may come short, even empty; the cursor still follows the store's page.
+    shown = [t for t in page.tasks if task_allowed(ctx, t, "event:subscribe")]
+    out: dict[str, Any] = {"tasks": [task_view(engine, t) for t in shown]}
     if page.next_after is not None:
         out["nextCursor"] = encode_cursor(page.next_after)
     return json_response(out)
@@ -202,7 +218,7 @@ async def transition_task(request: Request, task_id: str, ctx: Ctx) -> Response:
         resume_after_ms=body.resume_after_ms,
         blocked_request=None if body.blocked_request is None else body.blocked_request.model_dump(),
     )
-    return json_response(task.to_dict())
+    return json_response(task.public_dict())
 
 
 @router.post(
@@ -232,7 +248,7 @@ async def resolve_task(request: Request, task_id: str, ctx: Ctx) -> Response:
         raise ApiError(400, "Task is not blocked")
     result = body.data if isinstance(body.data, dict) else {"resolution": body.data}
     updated = await engine.transition_task(task_id, "running", result=result)
-    return json_response(updated.to_dict())
+    return json_response(updated.public_dict())
 
 
 @router.get(

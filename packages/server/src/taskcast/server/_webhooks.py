@@ -52,6 +52,7 @@ from taskcast.core import (
     new_id,
     now_ms,
     parse_webhooks,
+    redact_url,
     stop_task,
 )
 
@@ -611,7 +612,7 @@ class WebhookDispatcher:
         logger.warning(
             "webhook delivery %s to %s failed after %d attempts: %s",
             delivery.id,
-            delivery.url,
+            redact_url(delivery.url),
             attempts,
             error,
         )
