@@ -77,7 +77,13 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
             clean_env / "f.yaml",
             {
                 "cors": ["https://a"],
-                "limits": {"maxBatch": 5, "queueLimit": 6, "eventCacheBytes": 4096},
+                "limits": {
+                    "maxBatch": 5,
+                    "queueLimit": 6,
+                    "eventCacheBytes": 4096,
+                    "defaultPageSize": 2,
+                    "maxPageSize": 3,
+                },
                 "retryMs": 9,
                 "writeTimeoutSeconds": 12,
             },
@@ -91,6 +97,7 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
     assert config.cors_origins == ("https://a",)
     assert (config.max_batch, config.queue_limit, config.retry_ms) == (5, 6, 9)
     assert config.write_timeout_seconds == 12
+    assert (config.default_page_size, config.max_page_size) == (2, 3)
     assert built.app.state.engine is built.engine
 
 

@@ -85,6 +85,8 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
         "--max-body-bytes", "5",
         "--max-data-bytes", "6",
         "--max-batch", "7",
+        "--default-page-size", "9",
+        "--max-page-size", "10",
         "--queue-limit", "8",
         "-w", "2",
         "--auth-mode", "jwt",
@@ -107,6 +109,8 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
         "maxBodyBytes": 5,
         "maxDataBytes": 6,
         "maxBatch": 7,
+        "defaultPageSize": 9,
+        "maxPageSize": 10,
         "queueLimit": 8,
         "eventCacheBytes": 32 * 1024 * 1024,
     }
@@ -121,9 +125,16 @@ def test_verbose_means_debug_unless_a_level_is_given(clean_env: Path) -> None:
 
 
 def test_print_config_masks_secrets(clean_env: Path) -> None:
+    (clean_env / "taskcast.config.yaml").write_text(
+        "webhook:\n  global:\n    - url: https://u:hookpass@hooks.example/in?key=qk-1\n"
+        "      secret: whsec-x\n"
+    )
     data = printed(env={"TASKCAST_JWT_SECRET": "hunter2", "TASKCAST_ADMIN_TOKEN": "t0k"})
     assert data["auth"]["jwt"]["secret"] == "***"
     assert data["adminToken"] == "***"
+    # A global webhook's URL follows the rule of every webhook URL shown (issue 15 item 1).
+    assert data["webhook"]["global"][0]["url"] == "https://***@hooks.example/in?key=***"
+    assert data["webhook"]["global"][0]["secret"] == "***"
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,7 @@ def test_tasks_list_follows_pages() -> None:
     }
 
     def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["limit"] == "1000"
+        assert "limit" not in request.url.params  # the server's page size, whatever it is
         return httpx.Response(200, json=pages[request.url.params.get("cursor")])
 
     stdout = io.StringIO()

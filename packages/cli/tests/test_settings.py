@@ -92,6 +92,8 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_MAX_BODY_BYTES": "11",
         "TASKCAST_MAX_DATA_BYTES": "12",
         "TASKCAST_MAX_BATCH": "13",
+        "TASKCAST_DEFAULT_PAGE_SIZE": "15",
+        "TASKCAST_MAX_PAGE_SIZE": "16",
         "TASKCAST_QUEUE_LIMIT": "14",
         "TASKCAST_EVENT_CACHE_BYTES": "0",
         "TASKCAST_AUTH_MODE": "JWT",
@@ -139,6 +141,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.cors == ["https://a.example", "https://b.example"]
     assert (s.limits.max_body_bytes, s.limits.max_data_bytes) == (11, 12)
     assert (s.limits.max_batch, s.limits.queue_limit) == (13, 14)
+    assert (s.limits.default_page_size, s.limits.max_page_size) == (15, 16)
     assert s.limits.event_cache_bytes == 0
     assert s.auth.mode == "jwt"
     jwt = s.auth.jwt
@@ -301,6 +304,10 @@ def test_settings_round_trip_as_json() -> None:
         ({"port": None}, "port: expected an integer, got null"),
         ({"heartbeatSeconds": "x"}, 'heartbeatSeconds: expected a number, got "x"'),
         ({"limits": {"maxBatch": 0}}, "limits.maxBatch: expected a number greater than 0, got 0"),
+        ({"limits": {"defaultPageSize": 1001}},
+         "limits.defaultPageSize: must not exceed limits.maxPageSize (1000), got 1001"),
+        ({"limits": {"maxPageSize": 10, "defaultPageSize": 20}},
+         "limits.defaultPageSize: must not exceed limits.maxPageSize (10), got 20"),
         ({"limits": []}, "limits: expected a mapping, got a list"),
         ({"cors": ["a", 3]}, "cors[1]: expected a string, got 3"),
         ({"cors": {"a": 1}}, "cors: expected a list, got a mapping"),

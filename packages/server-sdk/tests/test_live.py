@@ -105,6 +105,26 @@ def test_list_tasks_pages(live: Any) -> None:
         assert set(seen) == ids and len(seen) == 5
 
 
+def test_webhook_secrets_never_reach_the_sdk(live: Any) -> None:
+    # The filter matches nothing: no delivery leaves the machine.
+    quiet = {"types": ["never.*"], "includeStatus": False}
+    hook = {
+        "url": "https://u:hookpass@hooks.example.com/in?key=qk-1",
+        "secret": "whsec-x",
+        "filter": quiet,
+    }
+    shown = [
+        {"url": "https://***@hooks.example.com/in?key=***", "hasSecret": True, "filter": quiet}
+    ]
+    with TaskcastServerClient(live.url) as client:
+        task = client.create_task(type="hooked", extra={"webhooks": [hook]})
+        assert task.webhooks == shown
+        assert client.get_task(task.id).webhooks == shown
+        listed = [t for t in client.iter_tasks(type="hooked") if t.id == task.id]
+        assert [t.webhooks for t in listed] == [shown]
+        assert client.transition_task(task.id, "running").webhooks == shown
+
+
 async def test_every_route_async(live: Any) -> None:
     async with AsyncTaskcastServerClient(live.url) as client:
         assert (await client.health()).ok

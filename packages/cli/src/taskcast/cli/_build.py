@@ -237,6 +237,8 @@ def build(settings: TaskcastSettings) -> Built:
         max_body_bytes=settings.limits.max_body_bytes,
         max_data_bytes=settings.limits.max_data_bytes,
         max_batch=settings.limits.max_batch,
+        default_page_size=settings.limits.default_page_size,
+        max_page_size=settings.limits.max_page_size,
         cors_origins=tuple(settings.cors) or None,
         queue_limit=settings.limits.queue_limit,
         metrics=settings.metrics,

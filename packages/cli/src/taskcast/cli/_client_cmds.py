@@ -120,7 +120,9 @@ def tasks_list(
     """The ``limit`` most recently created tasks, oldest first (``GET /tasks``, all pages)."""
 
     def body() -> None:
-        params: dict[str, Any] = {"limit": 1000}
+        # Pages of the server's default size: any `limit` could exceed a server's configured
+        # maximum (400), and every page is followed anyway.
+        params: dict[str, Any] = {}
         if status:
             params["status"] = ",".join(status)
         if type:

@@ -106,6 +106,8 @@ _FLAG_PATHS: dict[str, tuple[str, str]] = {
     "max_body_bytes": ("limits.max_body_bytes", "--max-body-bytes"),
     "max_data_bytes": ("limits.max_data_bytes", "--max-data-bytes"),
     "max_batch": ("limits.max_batch", "--max-batch"),
+    "default_page_size": ("limits.default_page_size", "--default-page-size"),
+    "max_page_size": ("limits.max_page_size", "--max-page-size"),
     "queue_limit": ("limits.queue_limit", "--queue-limit"),
     "workers": ("processes", "--workers"),
     "auth_mode": ("auth.mode", "--auth-mode"),
@@ -247,6 +249,20 @@ def start(
         int | None,
         typer.Option(
             "--max-batch", metavar="N", help="Events per publish request.  [default: 1000]"
+        ),
+    ] = None,
+    default_page_size: Annotated[
+        int | None,
+        typer.Option(
+            "--default-page-size",
+            metavar="N",
+            help="Tasks per GET /tasks page without a limit.  [default: 100]",
+        ),
+    ] = None,
+    max_page_size: Annotated[
+        int | None,
+        typer.Option(
+            "--max-page-size", metavar="N", help="Largest GET /tasks limit.  [default: 1000]"
         ),
     ] = None,
     queue_limit: Annotated[

@@ -32,6 +32,7 @@ from taskcast.core import (
     InvalidInputError,
     WebhookConfig,
     WebhookRetry,
+    redact_url,
 )
 
 __all__ = [
@@ -156,11 +157,24 @@ class LimitsSettings(_Section):
     """Largest accepted event ``data`` (JSON-encoded)."""
     max_batch: int = Field(1000, gt=0)
     """Most events in one publish request."""
+    max_page_size: int = Field(1000, gt=0)
+    """Largest ``limit`` accepted by ``GET /tasks`` (HTTP 400 beyond)."""
+    default_page_size: int = Field(100, gt=0)
+    """Tasks in one ``GET /tasks`` page when the request gives no ``limit``."""
     queue_limit: int = Field(10_000, gt=0)
     """Events buffered per SSE subscriber before a slow reader is cut (it resumes by cursor)."""
     event_cache_bytes: int = Field(DEFAULT_CACHE_BYTES, ge=0)
     """Memory (estimated) the SQLite or Redis store keeps for events it has decoded, by
     their stored JSON, so a history replayed again is not parsed and encoded again; 0 = off."""
+
+    @field_validator("default_page_size")
+    @classmethod
+    def _page_within_maximum(cls, value: int, info: ValidationInfo) -> int:
+        # max_page_size is declared first, so it is validated (and in info.data) by now.
+        maximum = info.data.get("max_page_size")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must not exceed limits.maxPageSize ({maximum})")
+        return value
 
 
 class RedisSettings(_Section):
@@ -471,6 +485,8 @@ class TaskcastSettings(BaseSettings):
         for hook in data["webhook"]["global"]:
             if hook.get("secret"):
                 hook["secret"] = "***"
+            if isinstance(hook.get("url"), str):
+                hook["url"] = redact_url(hook["url"])  # every webhook URL shown: one rule
         return dict(data)
 
 

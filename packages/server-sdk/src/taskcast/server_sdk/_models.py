@@ -101,6 +101,8 @@ class Task:
     blocked_request: BlockedRequest | None = None
     auth_config: dict[str, Any] | None = None
     webhooks: list[Any] | None = None
+    """As the server shows them: ``{"url", "hasSecret", "filter"?, "wrap"?, "retry"?}`` with
+    the URL's credentials and query values masked; a webhook's secret is never returned."""
     cleanup: dict[str, Any] | None = None
     hot: bool | None = None
     """Only on ``get_task``/``list_tasks``: whether the task has live subscribers here."""

@@ -29,7 +29,10 @@ class DeliveryOut(BaseModel):
     taskId: str
     eventId: str
     eventType: str
-    url: str = Field(description="Target URL without credentials or query string.")
+    url: str = Field(
+        description="Target URL, redacted: `user:password@` shown as `***@`, each query value "
+        "as `***`, no fragment."
+    )
     global_: bool = Field(alias="global", description="From the server configuration.")
     status: str = Field(description="`pending`, `delivered` or `failed`.")
     attempts: int
