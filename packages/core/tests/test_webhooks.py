@@ -100,6 +100,17 @@ def test_invalid_configs_are_refused(raw: Any, message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["ftp://u:pw@h/x?key=k1", "http://u:pw@h:0/?key=k1", "http://u:pw@h:99999/?key=k1"]
+)
+def test_refusals_show_the_url_redacted(url: str) -> None:
+    # The message reaches a 400 answer and log lines ("task has invalid webhooks").
+    with pytest.raises(InvalidInputError) as info:
+        parse_webhooks([{"url": url}])
+    assert "pw" not in info.value.message and "k1" not in info.value.message
+    assert "***@h" in info.value.message
+
+
+@pytest.mark.parametrize(
     ("backoff", "expected"),
     [
         ("fixed", [100, 100, 100, 100]),

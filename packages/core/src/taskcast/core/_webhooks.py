@@ -129,11 +129,14 @@ def _check_url(url: object) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise InvalidInputError(f"Invalid webhook url: {url}") from None
+        raise InvalidInputError(f"Invalid webhook url: {redact_url(url)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"Invalid webhook url (http or https with a host): {url}")
+        # Error messages reach answers and log lines: the URL is shown by the redaction rule.
+        raise InvalidInputError(
+            f"Invalid webhook url (http or https with a host): {redact_url(url)}"
+        )
     if port == 0:
-        raise InvalidInputError(f"Invalid webhook url: {url}")
+        raise InvalidInputError(f"Invalid webhook url: {redact_url(url)}")
     return url
 
 
