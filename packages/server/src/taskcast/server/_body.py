@@ -8,6 +8,7 @@ rejected, since none of them could be stored and sent back as JSON.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any, Final, TypeVar
@@ -16,12 +17,15 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
+from starlette.requests import ClientDisconnect
 
 from ._errors import ApiError, validation_message
 
 __all__ = ["json_response", "plain_json", "read_json", "validate"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("taskcast.server")
 
 # Only a number with a 3-digit exponent or a very long digit run can overflow a double (or
 # be too long to print); bodies without one skip the walk over the parsed value. Two
@@ -42,11 +46,24 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ApiError(413, f"Request body too large (max {limit} bytes)")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"Request body too large (max {limit} bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"Request body too large (max {limit} bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not a server fault: as an unhandled exception it logged an ERROR with a 5 KB
+        # traceback per request, a log flood anyone could cause. Nobody is left to read an
+        # answer (uvicorn drops what is sent on a closed connection); 499 is nginx's status
+        # for it, as metrics see it.
+        logger.debug(
+            "client left during the request body: %s %s after %d bytes",
+            request.method,
+            request.url.path,
+            size,
+        )
+        raise ApiError(499, "Client closed the request before its body was complete") from None
     return b"".join(chunks)
 
 
