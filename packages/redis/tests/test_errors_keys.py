@@ -62,6 +62,23 @@ def test_guard_maps_outages(exc: BaseException) -> None:
     assert info.value.__cause__ is exc
 
 
+def test_guard_names_the_reason_redis_refused_a_write() -> None:
+    # redis-py strips the OOM code; a Lua script's refusal also names the script's line.
+    oom = rx.OutOfMemoryError(
+        "command not allowed when used memory > 'maxmemory'. script: 1a2b, on @user_script:4."
+    )
+    with pytest.raises(StorageUnavailableError) as info, guard():
+        raise oom
+    assert info.value.kind == "out_of_memory"
+    assert info.value.message == (
+        "redis is out of memory (OOM command not allowed when used memory > 'maxmemory')"
+    )
+    with pytest.raises(StorageUnavailableError) as info, guard():
+        raise rx.ResponseError("MISCONF Errors writing to the AOF file")
+    assert info.value.kind == "refused"
+    assert info.value.message == "redis refuses writes (MISCONF Errors writing to the AOF file)"
+
+
 def test_guard_lets_bugs_through() -> None:
     with pytest.raises(rx.ResponseError, match="WRONGTYPE"), guard():
         raise rx.ResponseError("WRONGTYPE Operation against a key")

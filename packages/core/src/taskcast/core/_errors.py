@@ -92,9 +92,16 @@ class StaleRevisionError(TaskcastError):
 
 
 class StorageUnavailableError(TaskcastError):
-    """A storage dependency cannot be reached; the operation did not happen."""
+    """A storage dependency cannot be reached or refuses writes; the operation did not happen.
 
-    def __init__(self, dependency: str, kind: str = "unavailable") -> None:
-        super().__init__(f"{dependency} unavailable ({kind})")
+    ``kind`` is a short machine-readable cause (``connection_refused``, ``out_of_memory``,
+    ...); ``message`` replaces the default ``"<dependency> unavailable (<kind>)"`` when the
+    dependency gave a reason worth showing (e.g. Redis's ``OOM`` reply).
+    """
+
+    def __init__(
+        self, dependency: str, kind: str = "unavailable", message: str | None = None
+    ) -> None:
+        super().__init__(message or f"{dependency} unavailable ({kind})")
         self.dependency = dependency
         self.kind = kind

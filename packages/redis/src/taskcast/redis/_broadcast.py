@@ -211,6 +211,17 @@ class RedisBroadcast:
             out["lastErrorKind"] = self._last_error_kind
         return out
 
+    async def ping(self) -> None:
+        """Raise :class:`StorageUnavailableError` unless the pub/sub connection is up.
+
+        Checked by ``/health/ready``: while the listener reconnects, events published by
+        other instances do not reach this one's subscribers.
+        """
+        if self._state != "healthy":
+            raise StorageUnavailableError(DEPENDENCY, self._last_error_kind or self._state)
+        with guard():
+            await self._client.ping()
+
     def _set_state(self, state: BroadcastState) -> None:
         if state != self._state:
             self._state = state

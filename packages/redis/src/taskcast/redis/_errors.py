@@ -10,7 +10,7 @@ from typing import Final
 from redis import exceptions as rx
 from taskcast.core import StorageUnavailableError
 
-__all__ = ["DEPENDENCY", "TRANSIENT_ERRORS", "error_kind", "guard", "unavailable"]
+__all__ = ["DEPENDENCY", "TRANSIENT_ERRORS", "error_kind", "guard", "refusal", "unavailable"]
 
 DEPENDENCY: Final = "redis"
 
@@ -51,18 +51,43 @@ def unavailable(exc: BaseException) -> StorageUnavailableError:
     return StorageUnavailableError(DEPENDENCY, error_kind(exc))
 
 
-def _is_unavailable_reply(exc: rx.ResponseError) -> bool:
-    return isinstance(exc, rx.ReadOnlyError) or str(exc).startswith(_UNAVAILABLE_REPLIES)
+def _reply_text(exc: rx.ResponseError) -> str:
+    """Redis's reply with its error code, without the script location of a Lua error."""
+    text = str(exc)
+    # redis-py strips the code of the replies it has a class for; put it back.
+    if isinstance(exc, rx.OutOfMemoryError) and not text.startswith("OOM"):
+        text = f"OOM {text}"
+    elif isinstance(exc, rx.ReadOnlyError) and not text.startswith("READONLY"):
+        text = f"READONLY {text}"
+    return text.split(" script: ", 1)[0].rstrip(".")
+
+
+def refusal(exc: rx.ResponseError) -> StorageUnavailableError | None:
+    """The error for a reply refusing a write because of the server's state, else None.
+
+    The message carries Redis's own reason: a client must be able to tell "Redis is full"
+    (free memory or raise ``maxmemory``) from "Redis is down".
+    """
+    text = _reply_text(exc)
+    if text.startswith("OOM"):
+        return StorageUnavailableError(
+            DEPENDENCY, "out_of_memory", f"redis is out of memory ({text})"
+        )
+    if text.startswith(("READONLY", *_UNAVAILABLE_REPLIES)):
+        return StorageUnavailableError(DEPENDENCY, "refused", f"redis refuses writes ({text})")
+    return None
 
 
 @contextmanager
 def guard() -> Iterator[None]:
-    """Re-raise connection-level failures as :class:`StorageUnavailableError`."""
+    """Re-raise connection-level failures and refused writes as
+    :class:`StorageUnavailableError`."""
     try:
         yield
     except TRANSIENT_ERRORS as exc:
         raise unavailable(exc) from exc
     except rx.ResponseError as exc:
-        if _is_unavailable_reply(exc):
-            raise StorageUnavailableError(DEPENDENCY, "unavailable") from exc
+        error = refusal(exc)
+        if error is not None:
+            raise error from exc
         raise

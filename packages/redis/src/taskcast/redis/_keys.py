@@ -19,6 +19,8 @@ key                                   type     content
                                                which is ignored)
 ``p:idem:{id}``                       hash     idempotency key -> event JSON stored for it
 ``p:eventIdx:{id}``                   hash     event id -> index (resume cursors, replaced too)
+``p:readyProbe``                      string   written by readiness probes (is Redis taking
+                                               writes?), expires after 10 s
 ====================================  =======  ==================================================
 
 Pub/sub channel ``p:task:{id}`` carries a JSON array of the events of one commit.

@@ -42,6 +42,8 @@ __all__ = ["RedisShortTermStore"]
 logger = logging.getLogger(__name__)
 
 _MGET_CHUNK: Final = 500
+# The readiness probe's key (``p:readyProbe``) expires by itself; it holds nothing.
+_PROBE_TTL_MS: Final = 10_000
 
 ScriptRunner = Callable[[Sequence[Any], Sequence[Any]], Awaitable[Any]]
 """``run(keys, args)``: one script, through the store's own channel or redis-py."""
@@ -136,8 +138,13 @@ class RedisShortTermStore:
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Check the server answers (raises ``StorageUnavailableError`` if not)."""
-        await self.ping()
+        """Check the server answers (raises ``StorageUnavailableError`` if not).
+
+        A PING: a Redis at ``maxmemory`` still lets the server start (and serve reads);
+        :meth:`ping`, behind ``/health/ready``, reports that it refuses writes.
+        """
+        with guard():
+            await self._client.ping()
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -146,8 +153,10 @@ class RedisShortTermStore:
             await self._client.aclose()
 
     async def ping(self) -> None:
+        """A tiny write, not PING: at ``maxmemory`` (or on a read-only replica) Redis answers
+        PING but refuses every write, and readiness must say so with Redis's reason."""
         with guard():
-            await self._client.ping()
+            await self._client.set(f"{self.keys.prefix}:readyProbe", b"1", px=_PROBE_TTL_MS)
 
     # -- tasks -----------------------------------------------------------------------
 

@@ -91,6 +91,22 @@ def _probe(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM tasks WHERE 0").fetchone()
 
 
+# No task can have this id (ids with NUL are refused), and the row never outlives the
+# transaction that writes it.
+_WRITE_PROBE_ID: Final = "\x00taskcast-write-probe"
+
+
+def _write_probe(conn: sqlite3.Connection) -> None:
+    """Write (and remove) a row of two pages, committed: it needs new pages and a WAL
+    append, as a publish does, so it fails while the file or the disk is full."""
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(
+        "INSERT INTO tasks (id, status, created_at, data) VALUES (?, 'probe', 0, zeroblob(?))",
+        (_WRITE_PROBE_ID, 2 * page_size),
+    )
+    conn.execute("DELETE FROM tasks WHERE id = ?", (_WRITE_PROBE_ID,))
+
+
 class SQLiteStore:
     """Tasks and their event streams in one SQLite file.
 
@@ -250,6 +266,10 @@ class SQLiteStore:
         if not await readers.run_plain(self._file.exists):
             raise StorageUnavailableError("sqlite", f"{self.path} was removed")
         await readers.run(_probe)
+        # Reads work on a full disk. While the last writes failed for lack of space, only
+        # a write tells whether writes work again (a successful one also clears the mark).
+        if writer.full is not None:
+            await self._write(_write_probe)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         writer = self._writer

@@ -28,6 +28,11 @@ __all__ = ["Job", "Writer", "WriterStats", "storage_error"]
 logger = logging.getLogger(__name__)
 
 
+def _is_full(exc: sqlite3.Error) -> bool:
+    # SQLITE_FULL: the disk is full (SQLite maps ENOSPC to it) or max_page_count is reached.
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 def storage_error(exc: sqlite3.Error, context: str) -> StorageUnavailableError:
     """The Taskcast error for a failed SQLite call (the cause stays chained)."""
     error = StorageUnavailableError("sqlite", f"{context}: {exc}")
@@ -97,6 +102,9 @@ class Writer:
         """Set by the store once the thread runs: WAL checkpoints then leave the writer (see
         _checkpoint)."""
         self._since_checkpoint = (0, 0)  # (transactions, total_changes) at the last request
+        self.full: str | None = None
+        """Why the last writes failed for lack of space (SQLITE_FULL), until a write
+        commits again; the store's ping reports it."""
 
     @property
     def stats(self) -> WriterStats:
@@ -205,8 +213,11 @@ class Writer:
                 except sqlite3.Error:  # pragma: no cover - the rollback itself failed
                     logger.exception("rollback failed")
             logger.warning("sqlite write transaction failed: %s", exc)
+            if _is_full(exc):
+                self.full = str(exc)
             outcomes = [(job.future, None, storage_error(exc, "write failed")) for job in group]
         else:
+            self._note_space(outcomes)
             self._stats = WriterStats(
                 transactions=self._stats.transactions + 1,
                 jobs=self._stats.jobs + len(group),
@@ -219,6 +230,15 @@ class Writer:
             by_loop.setdefault(job.loop, []).append(outcome)
         for loop, items in by_loop.items():
             self._call(loop, items)
+
+    def _note_space(self, outcomes: list[_Outcome]) -> None:
+        """A write that committed clears the "full" mark; a job refused for space sets it."""
+        if any(error is None for _, _, error in outcomes):
+            self.full = None
+        for _, _, error in outcomes:
+            cause = None if error is None else error.__cause__
+            if isinstance(cause, sqlite3.Error) and _is_full(cause):
+                self.full = str(cause)
 
     def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
         checkpointer = self.checkpointer
