@@ -1,6 +1,8 @@
 """PostgreSQL long-term store for Taskcast, with SQL migrations and a background archive writer.
 
 * :class:`PostgresLongTermStore` implements :class:`taskcast.core.LongTermStore`.
+* :class:`CircuitBreaker` (``PostgresLongTermStore.breaker``) fails operations at once while
+  PostgreSQL is unreachable and lets one probe through every ``retry_seconds``.
 * :class:`ArchiveWriter` wraps any long-term store so archive writes never block or fail the
   publisher: they queue in memory, are batched, and are retried while the database is down.
 * :func:`pending_migrations`, :func:`apply_migrations` and :func:`run_migrate_command` manage
@@ -9,6 +11,7 @@
 
 from taskcast.core import ArchiveWriter, RetryPolicy
 
+from ._breaker import CircuitBreaker
 from ._errors import (
     ChecksumMismatchError,
     DirtyMigrationError,
@@ -29,6 +32,7 @@ from ._store import PostgresLongTermStore
 __all__ = [
     "ArchiveWriter",
     "ChecksumMismatchError",
+    "CircuitBreaker",
     "DirtyMigrationError",
     "Migration",
     "MigrationError",
