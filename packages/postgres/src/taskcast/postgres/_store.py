@@ -275,8 +275,12 @@ class PostgresLongTermStore:
         return True
 
     def _connect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
-        if self.breaker.state != "open":
-            logger.warning("PostgreSQL (%s) unreachable: failing fast", describe_url(self.url))
+        if self.breaker.state == "closed":
+            logger.warning(
+                "PostgreSQL (%s) unreachable: failing fast, probing at most every %s s",
+                describe_url(self.url),
+                self.breaker.retry_seconds,
+            )
         self.breaker.failed("cannot connect")
 
     async def _getconn(self) -> psycopg.AsyncConnection[Any]:
@@ -344,6 +348,8 @@ class PostgresLongTermStore:
             raise
         finally:
             if answered:
+                if self.breaker.state != "closed":
+                    logger.warning("PostgreSQL (%s) reachable again", describe_url(self.url))
                 self.breaker.succeeded()
             else:
                 self.breaker.abandoned()
