@@ -372,3 +372,58 @@ async def test_idle_reader_takes_a_burst_larger_than_its_queue(
     assert [f.data["data"] for f in events] == [1, 3, 5, 7, 9, 11]
     assert [f.data["filteredIndex"] for f in events] == [1, 2, 3, 4, 5, 6]
     assert rest[-1].event == "taskcast.done"
+
+
+@pytest.mark.parametrize("cursor", ["since.index", "since.id", "Last-Event-ID"])
+@pytest.mark.parametrize(
+    ("params", "collapsed"),
+    [({}, [0, 2, 3, 5, 6]), ({"types": "llm.*,log"}, [2, 3, 5]), ({"types": "llm.*"}, [5])],
+)
+async def test_resume_after_collapsed_late_join_sends_exactly_the_rest(
+    live: httpx.AsyncClient,
+    engine: TaskEngine,
+    open_sse: Any,
+    cursor: str,
+    params: dict[str, str],
+    collapsed: list[int],
+) -> None:
+    # A late joiner gets the answer collapsed (snapshot "Hel", log, merged delta "lo!"); after
+    # any frame it received, a resume with any cursor sends what follows it: no delta twice.
+    tid = await running_task(engine)
+    acc: Any = {"series_id": "answer", "series_mode": "accumulate"}
+    pieces = ["He", "l", None, "lo", "!"]
+    await engine.publish_events(
+        tid,
+        [
+            EventInput(type="log")
+            if p is None
+            else EventInput(type="llm.delta", data={"delta": p}, **acc)
+            for p in pieces
+        ],
+    )
+    await engine.transition_task(tid, "completed")
+
+    async def raw_indexes(query: dict[str, str], headers: dict[str, str]) -> list[int]:
+        async with open_sse(live, f"/tasks/{tid}/events", params=query, headers=headers) as s:
+            frames = await s.rest()
+        return [f.data["rawIndex"] for f in frames if f.event == "taskcast.event"]
+
+    # Every event the filters let through, uncollapsed (a cursor turns collapsing off).
+    every = await raw_indexes({**params, "since.index": "-1"}, {})
+    async with open_sse(live, f"/tasks/{tid}/events", params=params) as s:
+        joined = [f for f in await s.rest() if f.event == "taskcast.event"]
+    assert [f.data["rawIndex"] for f in joined] == collapsed
+    # The filtered stream is what collapses: with `llm.*` the log does not split the run.
+    first = next(f.data for f in joined if f.data["type"] == "llm.delta")
+    assert first["seriesSnapshot"] is True
+    assert first["data"] == {"delta": "Hel" if 3 in collapsed else "Hello!"}
+    for seen in joined:
+        query, headers = dict(params), {}
+        if cursor == "since.index":
+            query["since.index"] = str(seen.data["filteredIndex"])
+        elif cursor == "since.id":
+            query["since.id"] = seen.id
+        else:
+            headers["Last-Event-ID"] = seen.id
+        after = seen.data["rawIndex"]
+        assert await raw_indexes(query, headers) == [i for i in every if i > after], seen.data

@@ -166,6 +166,13 @@ class TaskStream:
             )
         return wire.frame(wrap=opt.wrap, accumulated=self._accumulated, filtered_index=fi)
 
+    def _collapsed_frame(self, event: TaskEvent, filtered_index: int) -> bytes:
+        """The frame of an event of a collapsed replay (no cursor: nothing is skipped)."""
+        opt = self._opt
+        return encode_frame(
+            event, wrap=opt.wrap, accumulated=self._accumulated, filtered_index=filtered_index
+        )
+
     async def frames(self) -> AsyncIterator[bytes]:
         """The stream, one SSE frame per item."""
         groups = self._groups()
@@ -284,7 +291,9 @@ class TaskStream:
             replayed += len(group)
             yield group
         if collapser is not None:
-            tail = [out for item in collapser.flush() if (out := self._frame(item)) is not None]
+            # The held-back run ends with the last event counted.
+            fi = self._filtered - 1
+            tail = [self._collapsed_frame(item, fi) for item in collapser.flush()]
             if tail:
                 replayed += len(tail)
                 yield tail
@@ -315,6 +324,7 @@ class TaskStream:
         (on its reader thread, or in its server) while this one is formatted and written.
         """
         opt = self._opt
+        matches = opt.filter.matches
         remaining = limit
         size = opt.page_size if remaining is None else min(opt.page_size, remaining)
         if size <= 0:
@@ -341,11 +351,20 @@ class TaskStream:
                     if fed is not None:
                         self._feed(event)
                     self._terminal = terminal_status(event) or self._terminal
-                    ready = collapser.feed(event) if collapser is not None else (event,)
-                    for item in ready:
-                        frame = self._frame(item)
+                    if collapser is None:
+                        frame = self._frame(event)
                         if frame is not None:
                             group.append(frame)
+                    elif matches(event):
+                        # The filtered stream is collapsed, and every event it covers is
+                        # counted: a collapsed event carries the filteredIndex of the last
+                        # event it covers, so `since.index` resumes right after it. A run
+                        # is consecutive, so the one this event closes ended just before it.
+                        fi = self._filtered
+                        self._filtered = fi + 1
+                        for item in collapser.feed(event):
+                            at = fi if item.index == event.index else fi - 1
+                            group.append(self._collapsed_frame(item, at))
                 if group:
                     yield group
                 if not more:
