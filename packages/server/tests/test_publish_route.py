@@ -75,7 +75,7 @@ CASES: list[tuple[bytes, dict[str, str], int, str | None]] = [
     (b"  \n", {}, 400, "Request body is required"),
     (b'{"level":"info"}', {}, 400, "Invalid field type: Field required"),
     (b'{"type":"a","level":"loud"}', {}, 400, "Invalid field level: "),
-    (b"[]", {}, 400, "No events to publish"),
+    (b"[]", {}, 201, None),
     (b'"x"', {}, 400, "Invalid request body: "),
 ]
 
@@ -99,7 +99,8 @@ async def test_answers_match_fastapis_own_handler(
             r = await c.post("/tasks/t1/events", content=raw, headers=headers)
         body = r.json()
         for volatile in ("id", "index", "timestamp"):
-            body.pop(volatile, None)
+            if isinstance(body, dict):
+                body.pop(volatile, None)
         answers.append((r.status_code, r.headers["content-type"], body))
     assert answers[0] == answers[1]
     assert answers[0][0] == status

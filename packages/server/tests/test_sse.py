@@ -61,7 +61,7 @@ async def test_headers_retry_and_terminal_replay(
 
 async def test_unknown_task_404_before_streaming(live: httpx.AsyncClient) -> None:
     r = await live.get("/tasks/nope/events")
-    assert (r.status_code, r.json()) == (404, {"error": "Task not found: nope"})
+    assert (r.status_code, r.json()) == (404, {"error": "Task not found"})
     assert r.headers["content-type"] == "application/json"
 
 

@@ -10,6 +10,7 @@ from taskcast.core import Task, TaskEngine
 
 from ._auth import AuthContext, check_task_auth_config
 from ._config import ServerConfig
+from ._errors import ApiError
 from ._schemas import ErrorBody
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "config_of",
     "engine_of",
     "error_responses",
+    "find_task",
+    "query_list",
     "request_body",
     "split_list",
     "task_view",
@@ -71,6 +74,24 @@ def split_list(raw: str | None) -> tuple[str, ...] | None:
     return tuple(item for item in (part.strip() for part in raw.split(",")) if item)
 
 
+def query_list(request: Request, name: str, raw: str | None) -> tuple[str, ...] | None:
+    """:func:`split_list` of the query parameter ``name``; each item is a name (a type
+    pattern, a level, a status), bounded as the engine bounds names (400 beyond)."""
+    items = split_list(raw)
+    if items:
+        limit = engine_of(request).limits.max_name_chars
+        for item in items:
+            if len(item) > limit:
+                raise ApiError(
+                    400,
+                    f"Invalid query parameter {name}: an item is longer than {limit} "
+                    f"characters (max {limit})",
+                )
+            if "\x00" in item:
+                raise ApiError(400, f"Invalid query parameter {name}: contains a NUL character")
+    return items
+
+
 async def check_task_rules(engine: TaskEngine, ctx: AuthContext, task_id: str, scope: str) -> None:
     """Enforce the task's ``authConfig`` rules for ``scope`` (403 if they refuse the caller).
 
@@ -79,6 +100,18 @@ async def check_task_rules(engine: TaskEngine, ctx: AuthContext, task_id: str, s
     """
     if ctx.source != "none":
         check_task_auth_config(ctx, await engine.get_task(task_id), scope)
+
+
+async def find_task(engine: TaskEngine, task_id: str) -> Task:
+    """The task a route reads by itself, or 404 ``Task not found``.
+
+    The exact words of the original's routes (its clients and tests compare them); errors
+    of engine operations (transition, publish, delete) name the id, as the original's do.
+    """
+    task = await engine.get_task(task_id)
+    if task is None:
+        raise ApiError(404, "Task not found")
+    return task
 
 
 def task_view(engine: TaskEngine, task: Task) -> dict[str, Any]:

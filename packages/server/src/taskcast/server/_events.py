@@ -35,8 +35,9 @@ from ._common import (
     config_of,
     engine_of,
     error_responses,
+    find_task,
+    query_list,
     request_body,
-    split_list,
     with_errors,
 )
 from ._errors import ApiError
@@ -78,6 +79,15 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _check_cursor(engine: TaskEngine, name: str, event_id: str) -> None:
+    """An event id sent as a cursor is bounded like an id (no event has a longer one)."""
+    limit = engine.limits.max_id_chars
+    if len(event_id) > limit:
+        raise ApiError(400, f"Invalid {name}: longer than {limit} characters (max {limit})")
+    if "\x00" in event_id:
+        raise ApiError(400, f"Invalid {name}: contains a NUL character")
+
+
 def _event_input(body: EventBody) -> EventInput:
     return EventInput(
         type=body.type,
@@ -116,7 +126,10 @@ async def publish_events(request: Request, task_id: str, ctx: Ctx) -> Response:
     body = _parse_events(raw, config.max_batch)
     items = body if isinstance(body, list) else [body]
     if not items:
-        raise ApiError(400, "No events to publish")
+        # An empty batch publishes nothing and answers `[]`, as the original does (its
+        # clients call publishEvents with whatever a loop collected); the task must exist.
+        await find_task(engine, task_id)
+        return json_response([], 201)
     # The data of an event cannot be larger than the body it came in.
     if len(raw) > config.max_data_bytes:
         for item in items:
@@ -271,16 +284,19 @@ async def event_history(
 ) -> Response:
     ctx.require("event:history", task_id)
     engine = engine_of(request)
-    check_task_auth_config(ctx, await engine.require_task(task_id), "event:history")
+    check_task_auth_config(ctx, await find_task(engine, task_id), "event:history")
     after = -1
     if since_id is not None:
+        _check_cursor(engine, "query parameter since.id", since_id)
         # An unknown id reads the whole history (as the original does).
         resolved = await engine.resolve_cursor(task_id, since_id)
         after = -1 if resolved is None else resolved
     elif since_index is not None:
         after = since_index
     event_filter = EventFilter(
-        types=split_list(types), levels=split_list(levels), include_status=include_status
+        types=query_list(request, "types", types),
+        levels=query_list(request, "levels", levels),
+        include_status=include_status,
     )
     out: list[dict[str, Any]] = []
     stored = _stored(engine, task_id, after, since_timestamp, series_format == "accumulated")
@@ -360,13 +376,18 @@ async def task_stream(
     ctx.require("event:subscribe", task_id)
     engine = engine_of(request)
     config = config_of(request)
-    check_task_auth_config(ctx, await engine.require_task(task_id), "event:subscribe")
+    check_task_auth_config(ctx, await find_task(engine, task_id), "event:subscribe")
     explicit = since_id is not None or since_index is not None or bool(since_timestamp)
     if not explicit and last_event_id:
+        _check_cursor(engine, "header Last-Event-ID", last_event_id)
         since_id = last_event_id
+    elif since_id is not None:
+        _check_cursor(engine, "query parameter since.id", since_id)
     options = StreamOptions(
         filter=EventFilter(
-            types=split_list(types), levels=split_list(levels), include_status=include_status
+            types=query_list(request, "types", types),
+            levels=query_list(request, "levels", levels),
+            include_status=include_status,
         ),
         wrap=wrap,
         series_format=series_format,
@@ -424,7 +445,10 @@ async def global_stream(
     engine = engine_of(request)
     config = config_of(request)
     # Unlike the per-task stream, an empty list means "no filter" here (as the original).
-    event_filter = EventFilter(types=split_list(types) or None, levels=split_list(levels) or None)
+    event_filter = EventFilter(
+        types=query_list(request, "types", types) or None,
+        levels=query_list(request, "levels", levels) or None,
+    )
     return SSEResponse(
         global_frames(
             engine.hub,

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from taskcast.core import STATUSES, TaskInput, TaskNotFoundError, TaskQuery, parse_webhooks
+from taskcast.core import (
+    MAX_CHARS_CAP,
+    STATUSES,
+    TaskInput,
+    TaskNotFoundError,
+    TaskQuery,
+    parse_webhooks,
+    task_id_problem,
+)
 
 from ._auth import (
     AuthContext,
@@ -24,8 +32,9 @@ from ._common import (
     check_task_rules,
     config_of,
     engine_of,
+    find_task,
+    query_list,
     request_body,
-    split_list,
     task_view,
     with_errors,
 )
@@ -57,7 +66,11 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, task_id = raw.partition(":")
-        if not created.isdigit() or not task_id or int(created) > MAX_SAFE:
+        if (
+            not created.isdigit()
+            or int(created) > MAX_SAFE
+            or task_id_problem(task_id, MAX_CHARS_CAP) is not None
+        ):
             raise ValueError(cursor)
         return int(created), task_id
     except (ValueError, binascii.Error):
@@ -130,7 +143,7 @@ async def list_tasks(
     cursor: Annotated[str | None, Query(description="`nextCursor` of the previous page.")] = None,
 ) -> Response:
     ctx.require("event:subscribe")
-    statuses = split_list(status) or None
+    statuses = query_list(request, "status", status) or None
     if statuses is not None:
         for item in statuses:
             if item not in STATUSES:
@@ -144,7 +157,7 @@ async def list_tasks(
     page = await engine.list_tasks(
         TaskQuery(
             statuses=statuses,
-            types=split_list(type) or None,
+            types=query_list(request, "type", type) or None,
             task_ids=ctx.task_ids,
             limit=limit,
             after=None if cursor is None else decode_cursor(cursor),
@@ -168,7 +181,7 @@ async def list_tasks(
 async def get_task(request: Request, task_id: str, ctx: Ctx) -> Response:
     ctx.require("event:subscribe", task_id)
     engine = engine_of(request)
-    task = await engine.require_task(task_id)
+    task = await find_task(engine, task_id)
     check_task_auth_config(ctx, task, "event:subscribe")
     return json_response(task_view(engine, task))
 
@@ -240,7 +253,7 @@ async def transition_task(request: Request, task_id: str, ctx: Ctx) -> Response:
 async def resolve_task(request: Request, task_id: str, ctx: Ctx) -> Response:
     ctx.require("task:resolve", task_id)
     engine = engine_of(request)
-    task = await engine.require_task(task_id)
+    task = await find_task(engine, task_id)
     check_task_auth_config(ctx, task, "task:resolve")
     raw = await read_json(request, config_of(request).max_body_bytes, empty={})
     body = validate(RESOLVE_ADAPTER, raw)
@@ -261,7 +274,7 @@ async def resolve_task(request: Request, task_id: str, ctx: Ctx) -> Response:
 )
 async def blocked_request(request: Request, task_id: str, ctx: Ctx) -> Response:
     ctx.require("task:resolve", task_id)
-    task = await engine_of(request).require_task(task_id)
+    task = await find_task(engine_of(request), task_id)
     check_task_auth_config(ctx, task, "task:resolve")
     if task.status != "blocked" or task.blocked_request is None:
         raise ApiError(404, "No blocked request")
