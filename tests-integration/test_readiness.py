@@ -49,12 +49,17 @@ class _Redis:
                 time.sleep(0.02)
 
     def fill(self) -> None:
-        """Lower ``maxmemory`` to what is used now plus a little, then write until refused."""
+        """Write 4 MB, then put ``maxmemory`` 1 MB below what is used: Redis is full.
+
+        (Writing until the first refusal is not enough: memory then hovers at the limit,
+        and a later write may pass as buffers are freed.)
+        """
+        for i in range(1000):
+            self.client.set(f"filler:{i}", b"x" * 4096)
         used = int(self.client.info("memory")["used_memory"])
-        self.client.config_set("maxmemory", used + 256 * 1024)
+        self.client.config_set("maxmemory", used - 1024 * 1024)
         with pytest.raises(redis.exceptions.OutOfMemoryError):
-            for i in range(100_000):
-                self.client.set(f"filler:{i}", b"x" * 4096)
+            self.client.set("one-more", b"x")
 
     def free(self) -> None:
         self.client.config_set("maxmemory", 0)
