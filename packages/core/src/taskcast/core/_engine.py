@@ -18,7 +18,6 @@ from ._errors import (
     InvalidInputError,
     InvalidTransitionError,
     StaleRevisionError,
-    StorageUnavailableError,
     TaskConflictError,
     TaskNotFoundError,
     TaskTerminalError,
@@ -252,6 +251,14 @@ class TaskEngine:
     # -- tasks -----------------------------------------------------------------------
 
     async def create_task(self, data: TaskInput | None = None) -> Task:
+        """Create a pending task (with ``data.id``, or a new ULID).
+
+        Raises:
+            InvalidInputError: The input breaks a rule or a limit.
+            TaskConflictError: A task with ``data.id`` exists, live or archived.
+            StorageUnavailableError: A store cannot be reached; with an explicit id, that
+                includes the archive, which must be read to rule out a released duplicate.
+        """
         data = data or TaskInput()
         if data.ttl is not None and (
             isinstance(data.ttl, bool) or not isinstance(data.ttl, int) or data.ttl <= 0
@@ -281,14 +288,12 @@ class TaskEngine:
             cost=data.cost,
             disconnect_policy=data.disconnect_policy,
         )
+        # An explicit id may name a task already released to the archive. While the archive
+        # cannot be read this raises StorageUnavailableError (503): creating the task anyway
+        # would shadow the released one, and the archive, which keeps the first row of each
+        # event index, would drop the new task's acknowledged events. Generated ids are new.
         if data.id is not None and self.long_term is not None:
-            try:
-                archived = await self.long_term.get_task(data.id)
-            except StorageUnavailableError:
-                # The hot store still refuses duplicates of every live task; an archive
-                # outage must not stop task creation.
-                archived = None
-            if archived is not None:
+            if await self.long_term.get_task(data.id) is not None:
                 raise TaskConflictError(data.id)
         await self.short_term.create_task(task)
         self._archive(task, ())
