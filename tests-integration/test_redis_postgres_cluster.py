@@ -622,3 +622,185 @@ async def test_released_tasks_replay_identically_and_come_back(
         await client.patch(f"{a.url}/tasks/{idle}/status", json={"status": "completed"})
         seen = await follower
     assert seen == list(range(10))
+
+
+# -- an instance killed with archive writes queued ------------------------------------------
+
+
+async def test_killed_instance_archive_gap_is_closed_by_the_survivor(
+    redis_url: str,
+    postgres_url: str,
+    prefix: str,
+    schema: str,
+    pg_proxy: TcpProxy,
+    servers: list[Server],
+) -> None:
+    grace, interval = 1.0, 2.0
+    check = {
+        "TASKCAST_ARCHIVE_CHECK_INTERVAL_SECONDS": str(interval),
+        "TASKCAST_ARCHIVE_CHECK_GRACE_SECONDS": str(grace),
+    }
+    # The victim reaches PostgreSQL through a proxy that is cut: its archive writes stay
+    # queued in its memory until it is killed. The survivor writes to PostgreSQL directly.
+    victim = Server(
+        ["--storage", "redis"],
+        env={
+            **redis_env(redis_url, prefix),
+            **postgres_env(via_proxy(postgres_url, pg_proxy), schema),
+            **check,
+        },
+    )
+    survivor = Server(
+        ["--storage", "redis"],
+        env={**redis_env(redis_url, prefix), **postgres_env(postgres_url, schema), **check},
+    )
+    servers.extend((victim, survivor))
+    # The proxy runs on this event loop: start the servers (blocking) from a thread.
+    await asyncio.to_thread(victim.start)
+    await asyncio.to_thread(survivor.start)
+    async with httpx.AsyncClient(timeout=30) as client:
+        await pg_proxy.cut()
+        task_id = await new_running_task(client, victim)
+        acknowledged = {
+            e["index"]: e["id"]
+            for e in await publish(
+                client, victim, task_id, [{"type": "t", "data": i} for i in range(9)]
+            )
+        }
+        acked = time.monotonic()
+        detail = (await client.get(victim.url + "/health/detail")).json()
+        assert detail["archive"]["backlog"] > 0
+        await asyncio.to_thread(victim.kill)
+        killed = time.monotonic()
+        assert archived_ids(postgres_url, schema, task_id) == {}
+
+        # Found within grace + two checks (the first one jittered); slack for this machine.
+        bound = grace + 2 * interval + 10
+        reported = 0
+        while True:
+            detail = (await client.get(survivor.url + "/health/detail")).json()
+            archived = archived_ids(postgres_url, schema, task_id)
+            if all(archived.get(i) == id_ for i, id_ in acknowledged.items()):
+                break
+            # This health answer came before the archive was seen incomplete: once the
+            # writes are past the grace period and a check interval, it must report the gap.
+            if time.monotonic() - acked > grace + interval + 0.5:
+                gap = detail["archive"]["gap"]
+                assert gap["tasks"] >= 1 and gap["oldestAgeSeconds"] >= grace, detail
+                assert detail["archive"]["degraded"] is True, detail
+                reported += 1
+            assert time.monotonic() - killed < bound, f"not archived after {bound}s: {detail}"
+            await asyncio.sleep(0.05)
+        # The task snapshot (running) is archived too.
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                f'SELECT status FROM "{schema}".taskcast_tasks WHERE id = %s', (task_id,)
+            ).fetchone()
+        assert row == ("running",)
+        # Reported until a later check confirms the archive holds everything (the check that
+        # re-queued the writes keeps the task claimed for a lease, longer than the report's
+        # threshold of grace + interval); the record is then cleared and health recovers.
+        records = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            async with asyncio.timeout(bound):
+                while await records.zscore(f"{prefix}:archivePending", task_id) is not None:
+                    detail = (await client.get(survivor.url + "/health/detail")).json()
+                    if detail["archive"]["gap"]["tasks"] >= 1:
+                        reported += 1
+                    await asyncio.sleep(0.1)
+        finally:
+            await records.aclose()
+        detail = (await client.get(survivor.url + "/health/detail")).json()
+        assert detail["archive"]["gap"]["tasks"] == 0, detail
+        assert reported >= 1
+        assert detail["archive"]["gap"]["requeued"] >= len(acknowledged)
+        assert detail["archive"]["degraded"] is False
+
+
+# -- a write PostgreSQL refuses ---------------------------------------------------------------
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_a_refused_archive_write_is_isolated_and_reported(
+    redis_url: str,
+    postgres_url: str,
+    prefix: str,
+    schema: str,
+    servers: list[Server],
+) -> None:
+    server = Server(
+        ["--storage", "redis", "--metrics"],
+        env={
+            **redis_env(redis_url, prefix),
+            **postgres_env(postgres_url, schema),
+            "TASKCAST_ARCHIVE_CHECK_INTERVAL_SECONDS": "0.5",
+            "TASKCAST_ARCHIVE_CHECK_GRACE_SECONDS": "1",
+        },
+    )
+    servers.append(server)
+    await asyncio.to_thread(server.start)
+    # The schema was migrated at start; now PostgreSQL refuses one kind of row for good.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            f'ALTER TABLE "{schema}".taskcast_events '
+            "ADD CONSTRAINT refuse_poison CHECK (type <> 'poison')"
+        )
+    async with httpx.AsyncClient(timeout=30) as client:
+        bad = await new_running_task(client, server)
+        bad_events = await publish(
+            client, server, bad, [{"type": "ok"}, {"type": "poison"}, {"type": "ok"}]
+        )
+        good = await new_running_task(client, server)
+        good_events = await publish(
+            client, server, good, [{"type": "t", "data": i} for i in range(20)]
+        )
+        # Everything else is archived at once: the refused row does not hold the batch up.
+        async with asyncio.timeout(10):
+            while True:
+                archived_good = archived_ids(postgres_url, schema, good)
+                archived_bad = archived_ids(postgres_url, schema, bad)
+                if len(archived_good) == 21 and len(archived_bad) == 3:
+                    break
+                await asyncio.sleep(0.1)
+        assert {e["id"] for e in good_events} <= set(archived_good.values())
+        assert set(archived_bad.values()) >= {bad_events[0]["id"], bad_events[2]["id"]}
+        assert bad_events[1]["id"] not in archived_bad.values()
+        # Reported, not hidden behind "healthy, backlog 0".
+        detail = (await client.get(server.url + "/health/detail")).json()
+        archive = detail["archive"]
+        assert archive["degraded"] is True, archive
+        assert archive["failing"]["tasks"] == 1 and archive["failing"]["writes"] == 1, archive
+        assert "refuse_poison" in archive["failing"]["lastError"], archive
+        assert archive["failing"]["oldestAgeSeconds"] >= 0
+        text = (await client.get(server.url + "/metrics")).text
+        assert metric(text, "taskcast_archive_failing_tasks") == 1
+        # The constraint is lifted: the write gets through on the task's next attempt (the
+        # gap check queues it again once it was given up on) and the report clears.
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".taskcast_events DROP CONSTRAINT refuse_poison')
+        async with asyncio.timeout(60):
+            while True:
+                if bad_events[1]["id"] in archived_ids(postgres_url, schema, bad).values():
+                    break
+                await asyncio.sleep(0.2)
+            # A later gap check then finds the archive complete and clears the record.
+            records = redis.asyncio.Redis.from_url(redis_url)
+            try:
+                while True:
+                    if await records.zscore(f"{prefix}:archivePending", bad) is None:
+                        break
+                    await asyncio.sleep(0.2)
+            finally:
+                await records.aclose()
+        detail = (await client.get(server.url + "/health/detail")).json()
+        archive = detail["archive"]
+        assert archive["failing"]["tasks"] == 0 and archive["gap"]["tasks"] == 0, archive
+        assert archive["degraded"] is False, archive
+        text = (await client.get(server.url + "/metrics")).text
+        assert metric(text, "taskcast_archive_failing_tasks") == 0

@@ -121,6 +121,8 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_HOT_RETENTION_IDLE_SECONDS": "6.5",
         "TASKCAST_TTL_SWEEP_INTERVAL_SECONDS": "0.25",
         "TASKCAST_TTL_SWEEP_BATCH_SIZE": "7",
+        "TASKCAST_ARCHIVE_CHECK_INTERVAL_SECONDS": "1.5",
+        "TASKCAST_ARCHIVE_CHECK_GRACE_SECONDS": "2.5",
         "TASKCAST_WEBHOOK_ALLOW_PRIVATE": "true",
         "TASKCAST_METRICS": "1",
         "TASKCAST_OPENTELEMETRY": "true",
@@ -166,6 +168,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert lc.hot_retention_enabled is False
     assert (lc.hot_retention_terminal_seconds, lc.hot_retention_idle_seconds) == (5, 6.5)
     assert (lc.ttl_sweep_interval_seconds, lc.ttl_sweep_batch_size) == (0.25, 7)
+    assert (lc.archive_check_interval_seconds, lc.archive_check_grace_seconds) == (1.5, 2.5)
     assert s.webhook.allow_private is True
     assert s.metrics is True
     assert s.opentelemetry is True

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from taskcast.cli import build, build_engine, resolve_settings
-from taskcast.core import CleanupRule, LifecycleConfig, WebhookRetry
+from taskcast.core import ArchiveCheckConfig, CleanupRule, LifecycleConfig, WebhookRetry
 
 from ._server import env_for, start
 
@@ -29,6 +29,7 @@ MEMORY = {"storage": ("-s", "memory")}
 def test_defaults_are_the_libraries(clean_env: Path) -> None:
     built = build(resolve_settings(flags=MEMORY))
     assert built.engine.lifecycle_config == LifecycleConfig()
+    assert built.engine.archive_check_config == ArchiveCheckConfig()
     assert built.engine.scheduler_config.cleanup_rules == ()
     dispatcher = built.app.state.webhooks
     assert dispatcher.settings.default_retry == WebhookRetry()
@@ -45,6 +46,8 @@ def test_sections_reach_engine_and_dispatcher(clean_env: Path) -> None:
             "hotRetentionIdleSeconds": 3,
             "ttlSweepIntervalSeconds": 0.5,
             "ttlSweepBatchSize": 9,
+            "archiveCheckIntervalSeconds": 0.75,
+            "archiveCheckGraceSeconds": 4,
         },
         "cleanup": {"rules": [rule], "intervalSeconds": 0.25},
         "webhook": {
@@ -66,6 +69,7 @@ def test_sections_reach_engine_and_dispatcher(clean_env: Path) -> None:
         sweep_interval_seconds=0.5,
         batch_size=9,
     )
+    assert engine.archive_check_config == ArchiveCheckConfig(interval_seconds=0.75, grace_seconds=4)
     assert list(engine.scheduler_config.cleanup_rules) == [CleanupRule.from_dict(rule)]
     assert engine.scheduler_config.cleanup_interval_seconds == 0.25
     hooks = build(settings).app.state.webhooks.settings

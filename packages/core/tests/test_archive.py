@@ -13,6 +13,7 @@ import pytest
 from taskcast.core import (
     ArchiveWriter,
     EventDraft,
+    EventInput,
     EventQuery,
     InvalidInputError,
     LifecycleConfig,
@@ -23,6 +24,7 @@ from taskcast.core import (
     SchedulerConfig,
     StorageUnavailableError,
     Task,
+    TaskcastHooks,
     TaskEngine,
     TaskEvent,
     UsageError,
@@ -146,6 +148,7 @@ async def test_writes_in_batches(flaky: FlakyStore, writer: ArchiveWriter) -> No
         "lastError": None,
         "written": 11,
         "dropped": 0,
+        "failing": {"tasks": 0, "writes": 0, "oldestAgeSeconds": None, "lastError": None},
     }
 
 
@@ -275,12 +278,17 @@ async def test_bad_data_is_isolated_and_dropped(flaky: FlakyStore) -> None:
     good, bad = make_task(), make_task(metadata={"poison": True})
     events = [ev(good.id, 0, "ok"), ev(good.id, 1, "poison"), ev(good.id, 2, "ok")]
     w.submit(good, events)
-    w.submit(bad, [ev(bad.id, 0, "ok")])
+    bad_event = ev(bad.id, 0, "ok")
+    w.submit(bad, [bad_event])
     assert await w.flush(timeout=5)
     assert [e.index for e in await flaky.get_events(good.id, EventQuery())] == [0, 2]
     assert await flaky.get_task(bad.id) is None
-    assert dropped == [([events[1].id], "bad data")]
-    assert w.health()["dropped"] == 2 and w.backlog == 0
+    # The event of the refused task is not written without it (PostgreSQL would skip it).
+    assert sorted(dropped) == sorted([([events[1].id], "bad data"), ([bad_event.id], "bad task")])
+    health = w.health()
+    assert health["dropped"] == 3 and w.backlog == 0
+    assert health["degraded"] is True
+    assert health["failing"]["tasks"] == 2 and health["failing"]["writes"] == 3
     await w.close()
 
 
@@ -290,15 +298,17 @@ async def test_unexpected_errors_retried_then_dropped(
     task = make_task()
     flaky.errors.append(RuntimeError("blip"))
     writer.submit(task, [])
-    assert await writer.flush(timeout=5)
+    # Retried on the task's own schedule, after the loop went on.
+    await wait_for(lambda: writer.health()["written"] == 1)
+    assert not writer.is_failing(task.id)
     assert await flaky.get_task(task.id) == task
     flaky.errors.extend(RuntimeError("stuck") for _ in range(FAST.max_attempts))
     other = make_task()
     writer.submit(other, [])
-    assert await writer.flush(timeout=5)
+    await wait_for(lambda: writer.health()["dropped"] == 1)
     assert await flaky.get_task(other.id) is None
-    assert writer.health()["dropped"] == 1
     assert "stuck" in writer.health()["lastError"]
+    assert writer.failing()["tasks"] == 1
 
 
 async def test_async_on_drop(flaky: FlakyStore) -> None:
@@ -602,3 +612,60 @@ async def test_engine_stop_is_bounded_when_the_reconcile_never_ends(
     hot.gate.set()  # the abandoned reconcile then sees its stop and ends
     await asyncio.wait({reconcile}, timeout=30)
     assert reconcile.done()
+
+
+class Refusing(MemoryLongTermStore):
+    """Refuses events of type ``poison`` (not an outage, not a usage error) while ``refuse``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = True
+        self.saved: set[str] = set()
+
+    async def save_events(self, events: Sequence[TaskEvent]) -> None:
+        if self.refuse and any(e.type == "poison" for e in events):
+            raise RuntimeError("value refused by the store")
+        await super().save_events(events)
+        self.saved.update(e.id for e in events)
+
+
+async def test_a_poison_task_backs_off_alone_and_is_reported() -> None:
+    failures: list[tuple[str, str, int]] = []
+    hooks = TaskcastHooks(
+        on_archive_failed=lambda task_id, error, attempts: failures.append(
+            (task_id, str(error), attempts)
+        )
+    )
+    archive = Refusing()
+    retry = RetryPolicy(initial=0.05, maximum=0.05, failing_maximum=0.4, max_attempts=1000)
+    writer = ArchiveWriter(archive, retry=retry, linger=0)
+    async with TaskEngine(
+        short_term=MemoryShortTermStore(), long_term=writer, hooks=hooks
+    ) as engine:
+        bad, good = await engine.create_task(), await engine.create_task()
+        poison = await engine.publish_events(
+            bad.id, [EventInput(type="ok"), EventInput(type="poison"), EventInput(type="ok")]
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Every other write keeps flowing while the poison one is retried on its own.
+        for i in range(20):
+            published = await engine.publish_event(good.id, EventInput(type="t", data=i))
+            await wait_for(lambda event_id=published.id: event_id in archive.saved)
+        elapsed = loop.time() - started
+        stored = {e.id for e in await archive.get_events(bad.id, EventQuery())}
+        assert stored == {poison[0].id, poison[2].id}
+        failing = writer.failing()
+        assert failing["tasks"] == 1 and failing["writes"] == 1
+        assert "value refused" in failing["lastError"]
+        assert writer.health()["degraded"] is True and writer.backlog == 0
+        # Reported through the engine's hook, attempt by attempt, backing off: not spinning.
+        assert failures and {f[0] for f in failures} == {bad.id}
+        assert [f[2] for f in failures] == list(range(1, len(failures) + 1))
+        assert len(failures) <= 4 + elapsed / 0.2
+        # Once the store accepts it, the parked write is stored and the task recovers.
+        archive.refuse = False
+        await wait_for(lambda: not writer.is_failing(bad.id))
+        stored = {e.id for e in await archive.get_events(bad.id, EventQuery())}
+        assert poison[1].id in stored
+        assert writer.failing()["tasks"] == 0 and writer.health()["degraded"] is False

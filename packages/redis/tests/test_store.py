@@ -400,6 +400,7 @@ async def test_key_layout_and_delete_removes_everything(
         f"{prefix}:seriesMeta:t1": "hash",
         f"{prefix}:idem:t1": "hash",
         f"{prefix}:eventIdx:t1": "hash",
+        f"{prefix}:archivePending": "zset",
     }
     assert await client.get(f"{prefix}:taskStatus:t1") == b"running"
     state = json.loads(await client.hget(f"{prefix}:seriesState:t1", "s") or "null")

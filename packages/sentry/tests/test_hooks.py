@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -135,6 +136,7 @@ async def test_toggles_disable_each_capture(sentry_transport: CapturingTransport
         capture_webhook_failures=False,
         capture_unhandled_errors=False,
         capture_dropped_events=False,
+        capture_archive_failures=False,
         breadcrumbs=False,
     )
     hooks = sentry_hooks(options)
@@ -209,6 +211,31 @@ async def test_dropped_event_reported(sentry_transport: CapturingTransport) -> N
     assert mine["tags"]["task_id"] == task.id
     assert mine["contexts"]["taskcast"]["reason"] == "disk full"
     assert mine["fingerprint"] == ["taskcast.event_dropped"]
+
+
+class _RefusingArchive(MemoryLongTermStore):
+    async def save_events(self, events: Sequence[TaskEvent]) -> None:
+        raise RuntimeError("value out of range")
+
+
+async def test_archive_failure_reported_once_per_task(
+    sentry_transport: CapturingTransport,
+) -> None:
+    engine = _engine(long_term=_RefusingArchive())
+    async with engine:
+        task = await engine.create_task(TaskInput())
+        await engine.transition_task(task.id, "running")
+        await engine.publish_event(task.id, EventInput(type="log"))
+        archive = engine.archive
+        assert archive is not None
+        for _ in range(200):
+            if archive.failing()["tasks"] and archive._failing[task.id].attempts >= 2:
+                break
+            await asyncio.sleep(0.05)
+    refused = [e for e in sentry_transport.events if _exception(e)["type"] == "RuntimeError"]
+    assert len(refused) == 1
+    assert refused[0]["tags"]["task_id"] == task.id
+    assert refused[0]["tags"]["operation"] == "archive"
 
 
 async def test_exploding_transport_never_breaks_the_engine(exploding_sentry: None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskcast.core import (
+    ArchiveCheckConfig,
     BroadcastProvider,
     CleanupRule,
     ConfigError,
@@ -159,6 +160,7 @@ def _sentry_hooks(settings: TaskcastSettings, dsn: str) -> list[TaskcastHooks]:
         capture_webhook_failures=sentry.capture_webhook_failures,
         capture_unhandled_errors=sentry.capture_unhandled_errors,
         capture_dropped_events=sentry.capture_dropped_events,
+        capture_archive_failures=sentry.capture_archive_failures,
         include_params=sentry.include_params,
         breadcrumbs=sentry.breadcrumbs,
     )
@@ -181,6 +183,14 @@ def _lifecycle(settings: TaskcastSettings) -> LifecycleConfig:
         idle_release_after_seconds=lc.hot_retention_idle_seconds,
         sweep_interval_seconds=lc.ttl_sweep_interval_seconds,
         batch_size=lc.ttl_sweep_batch_size,
+    )
+
+
+def _archive_check(settings: TaskcastSettings) -> ArchiveCheckConfig:
+    lc = settings.storage_lifecycle
+    return ArchiveCheckConfig(
+        interval_seconds=lc.archive_check_interval_seconds,
+        grace_seconds=lc.archive_check_grace_seconds,
     )
 
 
@@ -222,6 +232,7 @@ def build_engine(settings: TaskcastSettings) -> TaskEngine:
         queue_limit=settings.limits.queue_limit,
         scheduler=_scheduler(settings),
         lifecycle=_lifecycle(settings),
+        archive_check=_archive_check(settings),
     )
 
 

@@ -157,6 +157,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_HOT_RETENTION_IDLE_SECONDS": ("storage_lifecycle", "hot_retention_idle_seconds"),
     "TASKCAST_TTL_SWEEP_INTERVAL_SECONDS": ("storage_lifecycle", "ttl_sweep_interval_seconds"),
     "TASKCAST_TTL_SWEEP_BATCH_SIZE": ("storage_lifecycle", "ttl_sweep_batch_size"),
+    "TASKCAST_ARCHIVE_CHECK_INTERVAL_SECONDS": (
+        "storage_lifecycle",
+        "archive_check_interval_seconds",
+    ),
+    "TASKCAST_ARCHIVE_CHECK_GRACE_SECONDS": ("storage_lifecycle", "archive_check_grace_seconds"),
     "TASKCAST_WEBHOOK_ALLOW_PRIVATE": ("webhook", "allow_private"),
     "TASKCAST_METRICS": ("metrics",),
     "TASKCAST_OPENTELEMETRY": ("opentelemetry",),

@@ -210,6 +210,12 @@ class StorageLifecycleSettings(_Section):
     """Seconds between sweeps."""
     ttl_sweep_batch_size: int = Field(500, gt=0)
     """Most tasks released by one sweep."""
+    archive_check_interval_seconds: float = Field(5.0, ge=0)
+    """Seconds between archive gap checks (Redis + PostgreSQL): every process looks for
+    writes another process acknowledged but died before archiving (0: off). Defaults are
+    :class:`taskcast.core.ArchiveCheckConfig`'s."""
+    archive_check_grace_seconds: float = Field(10.0, gt=0)
+    """Age of an unarchived write before the check counts it as missing."""
     # The original's tuning knobs with no counterpart here: accepted so its files load,
     # reported at startup (see TaskcastSettings.unused_keys).
     rehydrate_replay_events: int | None = None
@@ -309,6 +315,7 @@ class SentrySettings(_Section):
     capture_webhook_failures: bool = True
     capture_unhandled_errors: bool = True
     capture_dropped_events: bool = True
+    capture_archive_failures: bool = True
     include_params: bool = False
     breadcrumbs: bool = True
     # Options of the original that did nothing there either; accepted so its files load.

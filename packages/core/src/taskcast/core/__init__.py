@@ -4,6 +4,12 @@ Imports nothing from the other Taskcast packages; adapters and the server build 
 """
 
 from ._archive import ArchiveWriter, RetryPolicy
+from ._archive_check import (
+    ArchiveCheckConfig,
+    ArchiveChecker,
+    ArchiveTrackingStore,
+    tracks_archive,
+)
 from ._background import StopSignal, stop_task
 from ._cache import DEFAULT_CACHE_BYTES, EventCache, EventCacheStats
 from ._engine import DELETED_EVENT, EngineLimits, EventInput, TaskEngine, TaskInput
@@ -88,6 +94,9 @@ __all__ = [
     "SUSPENDED_STATUSES",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
+    "ArchiveCheckConfig",
+    "ArchiveChecker",
+    "ArchiveTrackingStore",
     "ArchiveWriter",
     # Ports and memory adapters
     "BroadcastHandler",
@@ -169,4 +178,5 @@ __all__ = [
     "series_states",
     "stop_task",
     "supports_release",
+    "tracks_archive",
 ]

@@ -6,7 +6,14 @@ unreachable PostgreSQL would slow publishing or lose events. :class:`ArchiveWrit
 ``TaskEngine(long_term=...)`` unchanged; its writes only enqueue. One loop drains the queue
 in batches; while the store is unreachable it retries with capped exponential backoff and
 keeps everything queued. The queue is in memory: a crash loses it, which is why
-:meth:`ArchiveWriter.reconcile` can rebuild what is missing from the hot store.
+:meth:`ArchiveWriter.reconcile` can rebuild what is missing from the hot store (and, with a
+hot store that records unarchived writes, :class:`~taskcast.core.ArchiveChecker` finds such
+gaps while the server runs).
+
+A write the store refuses for its content (not an outage) is isolated from the rest of its
+batch and its task is marked *failing*: that task's refused writes are retried on their own
+backoff (up to ``RetryPolicy.failing_maximum`` apart) while every other task keeps flowing,
+and the failing tasks are reported by :meth:`ArchiveWriter.health` and ``on_failure``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 WriterState = Literal["stopped", "healthy", "retrying"]
 DropHandler = Callable[[Sequence[TaskEvent], str], Awaitable[None] | None]
+FailureHandler = Callable[[str, BaseException, int], Awaitable[None] | None]
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -44,10 +53,21 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_attempts: int = 8
     """Attempts for a write failing with an unexpected error (neither an outage, which is
-    retried for as long as it lasts, nor data the store rejects, which is dropped at once)."""
+    retried for as long as it lasts, nor data the store rejects, which is dropped at once)
+    before it is dropped from memory. Its task stays failing: writes of it submitted again
+    (the hot store still has them) wait for the task's next attempt."""
+    failing_maximum: float = 300.0
+    """Longest wait between two attempts at a failing task's writes."""
 
     def delay(self, failures: int) -> float:
         cap = min(self.maximum, self.initial * self.multiplier ** max(failures - 1, 0))
+        return cap / 2 + random.random() * cap / 2
+
+    def failing_delay(self, attempts: int) -> float:
+        """Seconds before the next attempt at a task whose writes failed ``attempts`` times."""
+        # Capped before the power is taken: attempts grow without bound on a poison task.
+        exponent = min(max(attempts - 1, 0), 64)
+        cap = min(self.failing_maximum, self.initial * self.multiplier**exponent)
         return cap / 2 + random.random() * cap / 2
 
 
@@ -68,6 +88,36 @@ class _Entry:
     @property
     def is_cancelled(self) -> bool:
         return self.cancelled or (self.parent is not None and self.parent.is_cancelled)
+
+
+@dataclass(slots=True, eq=False)
+class _Failing:
+    """A task whose writes the store keeps refusing, retried on its own schedule."""
+
+    task_id: str
+    since: float
+    """Wall-clock time of the first failure."""
+    attempts: int = 0
+    error: BaseException | None = None
+    retry_at: float = 0.0
+    """Event-loop time of the next attempt."""
+    snapshot: bool = False
+    """The task snapshot is refused: every write of the task waits (the store skips the
+    events of a task it does not hold)."""
+    events: set[str] = field(default_factory=set)
+    """Ids of refused events."""
+    parked: _Entry | None = None
+    """Writes of the task waiting for ``retry_at``."""
+    reported: set[str] = field(default_factory=set)
+    """Ids of events already handed to ``on_drop``."""
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + self.snapshot
+
+    def holds(self, event_id: str | None) -> bool:
+        """Whether a write (an event, or the snapshot for None) must wait for the retry."""
+        return self.snapshot or (event_id is not None and event_id in self.events)
 
 
 def _newer(candidate: Task, current: Task) -> bool:
@@ -100,6 +150,11 @@ class ArchiveWriter:
             given up on and the reason (data the store rejects, or a write failing
             ``retry.max_attempts`` times with an unexpected error). Never called for an
             outage: those writes wait. Wire it to the engine's ``on_event_dropped`` hook.
+            An event is reported once, however often it is submitted and refused again.
+        on_failure: Called (and awaited) with the task id, the error and the task's failed
+            attempts so far each time the store refuses a task's writes (not for an
+            outage). Attempts at one task are at least ``retry.initial`` apart, growing to
+            ``retry.failing_maximum``. Wire it to the engine's ``on_archive_failed`` hook.
         linger: Seconds the loop waits, once a write arrives after a quiet spell, for more
             to join it (unless :meth:`stop` or :meth:`flush` is waiting). A steady trickle
             of single events then costs one store round trip per ``linger``, not one per
@@ -120,6 +175,7 @@ class ArchiveWriter:
         cancel_timeout: float = 5.0,
         on_drop: DropHandler | None = None,
         linger: float = 0.05,
+        on_failure: FailureHandler | None = None,
     ) -> None:
         if max_batch < 1:
             raise UsageError(f"max_batch must be at least 1, not {max_batch}")
@@ -132,7 +188,9 @@ class ArchiveWriter:
         self.drain_timeout = drain_timeout
         self.cancel_timeout = cancel_timeout
         self.on_drop = on_drop
+        self.on_failure = on_failure
         self.linger = linger
+        self._failing: dict[str, _Failing] = {}
         self._queue: dict[str, _Entry] = {}
         self._inflight: list[_Entry] = []
         self._lock = asyncio.Lock()
@@ -165,17 +223,37 @@ class ArchiveWriter:
         """``healthy`` (writing normally), ``retrying`` (the store is failing), ``stopped``."""
         return self._state
 
+    def is_failing(self, task_id: str) -> bool:
+        """Whether the store refuses writes of the task (they are retried on a backoff)."""
+        return task_id in self._failing
+
+    def failing(self) -> dict[str, Any]:
+        """Tasks whose writes the store refuses: how many, their refused writes, the age in
+        seconds of the oldest failure and the newest error (None when there are none)."""
+        records = list(self._failing.values())
+        if not records:
+            return {"tasks": 0, "writes": 0, "oldestAgeSeconds": None, "lastError": None}
+        newest = max(records, key=lambda r: r.retry_at)
+        return {
+            "tasks": len(records),
+            "writes": sum(r.size for r in records),
+            "oldestAgeSeconds": round(max(0.0, time.time() - min(r.since for r in records)), 3),
+            "lastError": None if newest.error is None else repr(newest.error),
+        }
+
     def health(self) -> dict[str, Any]:
-        """For ``/health/detail``: state, backlog and counters."""
+        """For ``/health/detail``: state, backlog, failing tasks and counters."""
+        failing = self.failing()
         return {
             "provider": self.name,
             "state": self._state,
-            "degraded": self._state == "retrying",
+            "degraded": self._state == "retrying" or failing["tasks"] > 0,
             "backlog": self.backlog,
             "consecutiveFailures": self._failures,
             "lastError": self._last_error,
             "written": self._written,
             "dropped": self._dropped,
+            "failing": failing,
         }
 
     # -- lifecycle -------------------------------------------------------------------
@@ -254,18 +332,27 @@ class ArchiveWriter:
         """Queue a task snapshot and/or events. Never blocks, never raises."""
         try:
             if task is not None:
-                entry = self._entry(task.id)
+                entry = self._entry(task.id, None)
                 if entry.task is None or _newer(task, entry.task):
                     entry.task = task
             for event in events:
-                self._entry(event.task_id).events.setdefault(event.id, event)
+                self._entry(event.task_id, event.id).events.setdefault(event.id, event)
         except Exception:  # pragma: no cover - defensive: a publisher must never see this
             logger.exception("archive writer could not queue a write")
             return
         self._idle.clear()
         self._wake.set()
 
-    def _entry(self, task_id: str) -> _Entry:
+    def _entry(self, task_id: str, event_id: str | None) -> _Entry:
+        if self._failing:
+            failing = self._failing.get(task_id)
+            if failing is not None and failing.holds(event_id):
+                # A write the store refused before waits for the task's next attempt
+                # instead of failing again at once (the reconcile and the gap check submit
+                # them again while the hot store has them).
+                if failing.parked is None:
+                    failing.parked = _Entry(task_id)
+                return failing.parked
         entry = self._queue.get(task_id)
         if entry is None:
             entry = self._queue[task_id] = _Entry(task_id)
@@ -281,6 +368,7 @@ class ArchiveWriter:
         """Forget queued writes of the task and delete it from the store."""
         async with self._lock:
             self._queue.pop(task_id, None)
+            self._failing.pop(task_id, None)
             for entry in self._inflight:
                 if entry.task_id == task_id:
                     entry.cancelled = True
@@ -404,12 +492,21 @@ class ArchiveWriter:
         # for as long as it lasts, so the loop would then run on forever.
         quiet = True
         while not abort.is_set():
+            self._release_due()
             if not self._queue:
                 self._idle.set()
                 if self._stopping:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                # Writes of failing tasks wait for their own retry time, not for the queue.
+                due = self._next_retry()
+                if due is None:
+                    await self._wake.wait()
+                else:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), due)
+                    except TimeoutError:
+                        pass
                 quiet = True
                 continue
             if quiet and self.linger and not self._hurry.is_set():
@@ -435,6 +532,37 @@ class ArchiveWriter:
                 # Aborted with its cancellation lost: as if the cancellation had arrived.
                 self._requeue(batch)
                 return
+
+    def _next_retry(self) -> float | None:
+        """Seconds until the earliest parked retry, None if nothing is parked."""
+        times = [f.retry_at for f in self._failing.values() if f.parked is not None]
+        if not times:
+            return None
+        return max(0.0, min(times) - asyncio.get_running_loop().time())
+
+    def _release_due(self) -> None:
+        """Move the parked writes of failing tasks whose retry time came into the queue."""
+        if not self._failing:
+            return
+        now = asyncio.get_running_loop().time()
+        due = [f for f in self._failing.values() if f.parked is not None and f.retry_at <= now]
+        for failing in due:
+            parked, failing.parked = failing.parked, None
+            assert parked is not None
+            self._merge(parked)
+        if due:
+            self._idle.clear()
+
+    def _merge(self, entry: _Entry) -> None:
+        """Queue an entry's writes (after those already queued for its task)."""
+        head = self._queue.get(entry.task_id)
+        if head is None:
+            self._queue[entry.task_id] = entry
+            return
+        if entry.task is not None and (head.task is None or _newer(entry.task, head.task)):
+            head.task = entry.task
+        for event_id, event in entry.events.items():
+            head.events.setdefault(event_id, event)
 
     def _requeue(self, batch: list[_Entry]) -> None:
         """Put an interrupted batch back at the head of the queue (so it is still counted)."""
@@ -499,15 +627,19 @@ class ArchiveWriter:
                 if len(units) > 1:
                     # One bad write must not hold back the others: retry them one by one.
                     for unit in units:
+                        refused = self._failing.get(unit[0].task_id)
+                        if refused is not None and refused.snapshot and unit[0].task is None:
+                            # The store skips events of a task it does not hold: they wait
+                            # with the refused snapshot instead of vanishing as "written".
+                            await self._fail(unit, refused.error or exc)
+                            continue
                         if not await self._deliver(unit, abort):
                             return False
                     return True
-                failures += 1
-                if isinstance(exc, UsageError) or failures >= self.retry.max_attempts:
-                    await self._drop(live, exc)
-                    return True
-                await self._backoff(failures, exc, abort)
-                continue
+                # A write the store refuses: its task is retried on its own schedule and
+                # the loop goes on with the others (no backoff here holds up the queue).
+                await self._fail(live, exc)
+                return True
             if not written:
                 return False
             self._succeeded(live)
@@ -539,20 +671,83 @@ class ArchiveWriter:
         self._state = "healthy"
         self._failures = 0
         self._written += sum(e.size for e in entries)
+        if self._failing:
+            for entry in entries:
+                self._recovered(entry)
 
-    async def _drop(self, entries: list[_Entry], exc: BaseException) -> None:
-        events = [ev for entry in entries for ev in entry.events.values()]
-        self._dropped += sum(e.size for e in entries)
+    def _recovered(self, entry: _Entry) -> None:
+        """Forget the refused writes of ``entry``'s task that were just stored."""
+        failing = self._failing.get(entry.task_id)
+        if failing is None:
+            return
+        if entry.task is not None:
+            failing.snapshot = False
+        failing.events.difference_update(entry.events)
+        if failing.size:
+            return
+        del self._failing[entry.task_id]
+        logger.info("archive writes of task %s succeed again", entry.task_id)
+        if failing.parked is not None:
+            self._merge(failing.parked)
+
+    async def _fail(self, entries: list[_Entry], exc: BaseException) -> None:
+        """Mark the entries' tasks failing; park their writes (or drop them, see retry)."""
+        loop_now = asyncio.get_running_loop().time()
         self._last_error = repr(exc)
-        logger.error(
-            "archive gave up on %d writes of task(s) %s: %r",
-            sum(e.size for e in entries),
-            ", ".join(e.task_id for e in entries),
-            exc,
-        )
-        if self.on_drop is not None and events:
+        for entry in entries:
+            failing = self._failing.get(entry.task_id)
+            if failing is None:
+                failing = self._failing[entry.task_id] = _Failing(entry.task_id, time.time())
+                logger.error(
+                    "archive store refuses writes of task %s (retried on its own schedule; "
+                    "other tasks are not held up): %r",
+                    entry.task_id,
+                    exc,
+                )
+            counted = failing.retry_at <= loop_now
+            if counted:
+                # Several refused parts of one task in one round count as one attempt.
+                failing.attempts += 1
+                failing.retry_at = loop_now + self.retry.failing_delay(failing.attempts)
+            else:
+                logger.debug("archive store refuses writes of task %s: %r", entry.task_id, exc)
+            failing.error = exc
+            if entry.task is not None:
+                failing.snapshot = True
+            failing.events.update(entry.events)
+            if isinstance(exc, UsageError) or failing.attempts >= self.retry.max_attempts:
+                # Not kept in memory: the hot store still has these writes, and the
+                # reconcile and the gap check submit them again.
+                await self._drop(entry, failing, exc)
+            else:
+                if failing.parked is None:
+                    failing.parked = _Entry(entry.task_id)
+                parked = failing.parked
+                if entry.task is not None and (
+                    parked.task is None or _newer(entry.task, parked.task)
+                ):
+                    parked.task = entry.task
+                for event_id, event in entry.events.items():
+                    parked.events.setdefault(event_id, event)
+            if counted and self.on_failure is not None:
+                try:
+                    result = self.on_failure(entry.task_id, exc, failing.attempts)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception("archive on_failure handler failed")
+
+    async def _drop(self, entry: _Entry, failing: _Failing, exc: BaseException) -> None:
+        fresh = [ev for ev in entry.events.values() if ev.id not in failing.reported]
+        failing.reported.update(ev.id for ev in fresh)
+        self._dropped += entry.size
+        # Logged at ERROR once per write: submitted again and refused again, it is DEBUG
+        # (the failing task is reported by health and on_failure instead).
+        log = logger.error if fresh or failing.attempts <= 1 else logger.debug
+        log("archive gave up on %d writes of task %s for now: %r", entry.size, entry.task_id, exc)
+        if self.on_drop is not None and fresh:
             try:
-                result = self.on_drop(events, str(exc))
+                result = self.on_drop(fresh, str(exc))
                 if inspect.isawaitable(result):
                     await result
             except Exception:

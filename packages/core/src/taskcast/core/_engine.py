@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._archive import ArchiveWriter
+from ._archive_check import ArchiveCheckConfig, ArchiveChecker, tracks_archive
 from ._background import StopSignal, stop_task
 from ._errors import (
     InvalidInputError,
@@ -113,10 +114,12 @@ class TaskEngine:
         long_term: Optional archive written behind the publisher.
         hooks: Integrations to notify.
         limits: Input limits.
+        archive_check: How often surviving processes look for archive writes a dead
+            process had queued (with a hot store that records unarchived writes, Redis).
         stop_timeout_seconds: Longest :meth:`stop` waits for the engine's background loops
-            (scheduler, lifecycle worker, the archive reconcile started at start) to end,
-            and the archive writer it creates for ``long_term`` for its loop once it gives
-            up draining. A loop still running then is logged, with the place it waits at,
+            (scheduler, lifecycle worker, archive check, the archive reconcile started at
+            start) to end, and the archive writer it creates for ``long_term`` for its loop
+            once it gives up draining. A loop still running then is logged, with the place it waits at,
             and left behind.
     """
 
@@ -133,6 +136,7 @@ class TaskEngine:
         reconcile_archive_on_start: bool = True,
         lifecycle: LifecycleConfig | None = None,
         stop_timeout_seconds: float = 5.0,
+        archive_check: ArchiveCheckConfig | None = None,
     ) -> None:
         if not stop_timeout_seconds > 0:
             raise UsageError(f"stop_timeout_seconds must be positive, not {stop_timeout_seconds}")
@@ -147,6 +151,13 @@ class TaskEngine:
             self.archive = ArchiveWriter(
                 long_term, cancel_timeout=stop_timeout_seconds, on_drop=self._dropped
             )
+        if self.archive is not None:
+            # A writer built by the caller reports to the engine's hooks too, unless it was
+            # given handlers of its own.
+            if self.archive.on_drop is None:
+                self.archive.on_drop = self._dropped
+            if self.archive.on_failure is None:
+                self.archive.on_failure = self._archive_failed
         self.long_term: LongTermStore | None = self.archive
         if hooks is None:
             hooks = ()
@@ -163,6 +174,9 @@ class TaskEngine:
         self._scheduler: Scheduler | None = None
         self.lifecycle_config = lifecycle or LifecycleConfig()
         self._lifecycle: LifecycleWorker | None = None
+        self.archive_check_config = archive_check or ArchiveCheckConfig()
+        self.archive_checker: ArchiveChecker | None = None
+        """The archive gap check, while it runs (see :class:`ArchiveChecker`)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -186,6 +200,13 @@ class TaskEngine:
             if supports_release(self.short_term):
                 self._lifecycle = LifecycleWorker(self, self.lifecycle_config)
                 self._lifecycle.start()
+        if (
+            self.archive is not None
+            and self.archive_check_config.interval_seconds > 0
+            and tracks_archive(self.short_term)
+        ):
+            self.archive_checker = ArchiveChecker(self, self.archive_check_config)
+            self.archive_checker.start()
         if self.archive is not None and self.reconcile_archive_on_start:
             # A crashed process loses archive writes still queued in memory; the hot store
             # still holds them, so compare in the background and queue what is missing.
@@ -231,6 +252,9 @@ class TaskEngine:
             stopping.append(self._scheduler.stop(timeout))
         if self._lifecycle is not None:
             stopping.append(self._lifecycle.stop(timeout))
+        checker, self.archive_checker = self.archive_checker, None
+        if checker is not None:
+            stopping.append(checker.stop(timeout))
         if stopping:
             await asyncio.gather(*stopping)
         if not self._started:
@@ -521,6 +545,9 @@ class TaskEngine:
     async def _dropped(self, events: Sequence[TaskEvent], reason: str) -> None:
         for event in events:
             await self.hooks.fire("on_event_dropped", event, reason)
+
+    async def _archive_failed(self, task_id: str, error: BaseException, attempts: int) -> None:
+        await self.hooks.fire("on_archive_failed", task_id, error, attempts)
 
     async def get_events(self, task_id: str, query: EventQuery | None = None) -> list[TaskEvent]:
         """Stored events in index order, from the hot store or else the archive.

@@ -31,6 +31,10 @@ class TaskcastHooks:
     on_task_timeout: Callable[[Task], HookResult] | None = None
     on_events_published: Callable[[str, Sequence[TaskEvent]], HookResult] | None = None
     on_event_dropped: Callable[[TaskEvent, str], HookResult] | None = None
+    on_archive_failed: Callable[[str, BaseException, int], HookResult] | None = None
+    """``(task_id, error, attempts)``: the long-term store refused writes of a task (not an
+    outage). Fired per failed attempt; attempts at one task back off up to
+    ``RetryPolicy.failing_maximum`` apart, so a poison task cannot flood it."""
     on_webhook_failed: Callable[[dict[str, Any], BaseException], HookResult] | None = None
     on_unhandled_error: Callable[[BaseException, dict[str, Any]], HookResult] | None = None
     on_sse_connect: Callable[[str], HookResult] | None = None

@@ -19,6 +19,9 @@ key                                   type     content
                                                which is ignored)
 ``p:idem:{id}``                       hash     idempotency key -> event JSON stored for it
 ``p:eventIdx:{id}``                   hash     event id -> index (resume cursors, replaced too)
+``p:archivePending``                  zset     task ids with writes not yet confirmed archived,
+                                               scored by the oldest such write's time (ms)
+``p:archiveLease:{id}``               string   an archive gap check's claim of the task (PX)
 ``p:readyProbe``                      string   written by readiness probes (is Redis taking
                                                writes?), expires after 10 s
 ====================================  =======  ==================================================
@@ -69,12 +72,22 @@ def _glob_escape(text: str) -> str:
 class KeySpace:
     """Key and channel names under one prefix (``taskcast`` by default)."""
 
-    __slots__ = ("_channel_prefix", "channel_pattern", "prefix", "task_order", "tasks")
+    __slots__ = (
+        "_channel_prefix",
+        "archive_lease_prefix",
+        "archive_pending",
+        "channel_pattern",
+        "prefix",
+        "task_order",
+        "tasks",
+    )
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.tasks = f"{prefix}:tasks"
         self.task_order = f"{prefix}:tasksByCreated"
+        self.archive_pending = f"{prefix}:archivePending"
+        self.archive_lease_prefix = f"{prefix}:archiveLease:"
         self._channel_prefix = f"{prefix}:task:"
         self.channel_pattern = _glob_escape(self._channel_prefix) + "*"
 

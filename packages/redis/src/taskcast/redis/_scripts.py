@@ -38,6 +38,8 @@ class Scripts:
     tasks_after: AsyncScript
     release: AsyncScript
     restore: AsyncScript
+    archive_claim: AsyncScript
+    archive_settle: AsyncScript
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
@@ -49,4 +51,6 @@ class Scripts:
             tasks_after=client.register_script(script_source("tasks_after")),
             release=client.register_script(script_source("release")),
             restore=client.register_script(script_source("restore")),
+            archive_claim=client.register_script(script_source("archive_claim")),
+            archive_settle=client.register_script(script_source("archive_settle")),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,6 +24,7 @@ from taskcast.core import (
     TaskQuery,
     TaskTerminalError,
     matches_type,
+    now_ms,
 )
 
 from ._batching import ScriptBatcher
@@ -81,6 +83,7 @@ class RedisShortTermStore:
     publishes_on_commit = True
     shared_across_processes = True
     supports_release = True
+    tracks_archive = True
 
     def __init__(
         self,
@@ -164,7 +167,13 @@ class RedisShortTermStore:
         k = self.keys.for_task(task.id)
         with guard():
             created = await self._scripts.create_task(
-                keys=[k.task, k.status, self.keys.tasks, self.keys.task_order],
+                keys=[
+                    k.task,
+                    k.status,
+                    self.keys.tasks,
+                    self.keys.task_order,
+                    self.keys.archive_pending,
+                ],
                 args=[dumps(task.to_dict()), task.status, task.created_at, task.id],
             )
         if not created:
@@ -235,7 +244,8 @@ class RedisShortTermStore:
         k = self.keys.for_task(task_id)
         with guard():
             existed = await self._scripts.delete_task(
-                keys=[*k.all(), self.keys.tasks, self.keys.task_order], args=[task_id]
+                keys=[*k.all(), self.keys.tasks, self.keys.task_order, self.keys.archive_pending],
+                args=[task_id],
             )
         return bool(existed)
 
@@ -295,6 +305,60 @@ class RedisShortTermStore:
             )
         return bool(restored)
 
+    # -- archive records (taskcast.core.ArchiveTrackingStore) ---------------------------
+
+    async def claim_unarchived(
+        self, older_than: int, limit: int, lease_ms: int
+    ) -> list[tuple[str, int]]:
+        with guard():
+            flat = await self._scripts.archive_claim(
+                keys=[self.keys.archive_pending],
+                args=[
+                    older_than,
+                    limit,
+                    lease_ms,
+                    self.keys.archive_lease_prefix,
+                    secrets.token_hex(8),
+                ],
+            )
+        return [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+    async def settle_unarchived(
+        self,
+        task_id: str,
+        *,
+        since: int | None,
+        checked_at: int,
+        expected_revision: int,
+        expected_last_index: int,
+    ) -> None:
+        k = self.keys.for_task(task_id)
+        with guard():
+            await self._scripts.archive_settle(
+                keys=[
+                    self.keys.archive_pending,
+                    self.keys.archive_lease_prefix + task_id,
+                    k.task,
+                    k.revision,
+                    k.idx,
+                ],
+                args=[
+                    task_id,
+                    "confirm" if since is None else "defer",
+                    checked_at if since is None else since,
+                    str(expected_revision),
+                    str(expected_last_index + 1),
+                ],
+            )
+
+    async def unarchived_overdue(self, older_than: int) -> tuple[int, int | None]:
+        with guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zcount(self.keys.archive_pending, "-inf", older_than)
+                pipe.zrange(self.keys.archive_pending, 0, 0, withscores=True)
+                count, oldest = await pipe.execute()
+        return int(count), (int(oldest[0][1]) if oldest and int(count) else None)
+
     # -- commits ---------------------------------------------------------------------
 
     async def commit_transition(
@@ -320,8 +384,12 @@ class RedisShortTermStore:
         args = [*head, len(drafts)]
         for draft in drafts:
             args.extend(draft_args(task_id, draft))
+        # The time and the task id for the archive record (taskcast.core.ArchiveChecker).
+        args.extend((now_ms(), task_id))
+        keys = self.keys.for_task(task_id).all()
+        keys.append(self.keys.archive_pending)
         with guard():
-            reply = await self._commits(self.keys.for_task(task_id).all(), args)
+            reply = await self._commits(keys, args)
         status = reply[0]
         if status != b"ok":
             if status == b"notfound":

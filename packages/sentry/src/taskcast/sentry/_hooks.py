@@ -59,6 +59,9 @@ class SentryOptions:
     """Errors the server or engine caught without a better place to report them."""
     capture_dropped_events: bool = True
     """Events that could not be written to the long-term store."""
+    capture_archive_failures: bool = True
+    """The store's error when it starts refusing a task's archive writes: one event per
+    failing task (its first failed attempt), not one per retry."""
     include_params: bool = False
     """Attach the task's ``params`` to failure events. Off by default: params often hold
     prompts or personal data (Sentry's ``send_default_pii`` spirit)."""
@@ -132,6 +135,8 @@ def sentry_hooks(options: SentryOptions | None = None) -> TaskcastHooks:
     * unhandled error: the error, tags ``operation``, ``task_id``.
     * event dropped: ``EventDroppedError("Event dropped [<event id>]: <reason>")``, tags
       ``task_id``, ``event_type``.
+    * archive writes refused: the store's error, tags ``task_id``, ``operation``
+      (``archive``); once per failing task (its later attempts are backed-off retries).
     """
     opts = options or SentryOptions()
 
@@ -200,6 +205,11 @@ def sentry_hooks(options: SentryOptions | None = None) -> TaskcastHooks:
             fingerprint=["taskcast.event_dropped"],
         )
 
+    def on_archive_failed(task_id: str, error: BaseException, attempts: int) -> None:
+        if attempts != 1:
+            return
+        _capture(error, tags={"taskcast": "true", "task_id": task_id, "operation": "archive"})
+
     def on_task_transitioned(task: Task, previous: str, status: str) -> None:
         _breadcrumb(
             f"task {task.id}: {previous} \u2192 {status}",
@@ -220,6 +230,7 @@ def sentry_hooks(options: SentryOptions | None = None) -> TaskcastHooks:
         on_webhook_failed=on_webhook_failed if opts.capture_webhook_failures else None,
         on_unhandled_error=on_unhandled_error if opts.capture_unhandled_errors else None,
         on_event_dropped=on_event_dropped if opts.capture_dropped_events else None,
+        on_archive_failed=on_archive_failed if opts.capture_archive_failures else None,
         on_task_transitioned=on_task_transitioned if opts.breadcrumbs else None,
         on_sse_connect=on_sse_connect if opts.breadcrumbs else None,
         on_sse_disconnect=on_sse_disconnect if opts.breadcrumbs else None,

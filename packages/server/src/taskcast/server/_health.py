@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from taskcast.core import StorageUnavailableError
+from taskcast.core import StorageUnavailableError, TaskEngine
 
 from ._body import json_response
 from ._common import config_of, engine_of
@@ -61,6 +61,20 @@ def _detail(state: dict[str, Any]) -> dict[str, Any]:
     if "errorKind" in state:
         out["lastErrorKind"] = state["errorKind"]
     return out
+
+
+async def _archive(engine: TaskEngine) -> dict[str, Any]:
+    """The archive writer's state, with the gap check's findings when it runs."""
+    assert engine.archive is not None
+    body = engine.archive.health()
+    checker = engine.archive_checker
+    if checker is not None:
+        await checker.refresh(PROBE_TIMEOUT)
+        gap = checker.health()
+        body["gap"] = gap
+        # Writes acknowledged and not archived past the grace period: a degradation too.
+        body["degraded"] = body["degraded"] or gap["tasks"] > 0
+    return body
 
 
 def _root_path(request: Request) -> str:
@@ -145,6 +159,6 @@ async def detail(request: Request) -> Response:
             "adapters": adapters,
             "dependencies": {name: _detail(state) for name, state in deps.items()},
             "subscribers": engine.hub.total,
-            **({} if engine.archive is None else {"archive": engine.archive.health()}),
+            **({} if engine.archive is None else {"archive": await _archive(engine)}),
         }
     )

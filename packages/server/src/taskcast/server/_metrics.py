@@ -17,7 +17,9 @@ Where the figures come from:
   observer;
 - storage errors: 503 answers, streams ended by a store failure and failed webhook outbox
   operations;
-- long-term backlog: read from the engine's archive at scrape time.
+- long-term backlog, tasks whose archive writes the store refuses, and archive gaps (writes
+  acknowledged and not archived past the gap check's grace period): read from the engine's
+  archive writer and archive check at scrape time.
 """
 
 from __future__ import annotations
@@ -145,6 +147,32 @@ class Metrics:
         return archive.backlog if archive is not None else 0
 
     @property
+    def archive_failing_tasks(self) -> int:
+        archive = self._engine.archive
+        return archive.failing()["tasks"] if archive is not None else 0
+
+    @property
+    def archive_failing_oldest_seconds(self) -> float:
+        archive = self._engine.archive
+        age = archive.failing()["oldestAgeSeconds"] if archive is not None else None
+        return float(age or 0.0)
+
+    @property
+    def archive_gap_tasks(self) -> int:
+        checker = self._engine.archive_checker
+        return checker.overdue if checker is not None else 0
+
+    @property
+    def archive_gap_oldest_seconds(self) -> float:
+        checker = self._engine.archive_checker
+        return checker.oldest_age_seconds if checker is not None else 0.0
+
+    @property
+    def archive_requeued(self) -> int:
+        checker = self._engine.archive_checker
+        return checker.requeued if checker is not None else 0
+
+    @property
     def event_cache(self) -> EventCacheStats:
         """The short-term store's decoded-event cache (zeros for a store without one)."""
         cache = getattr(self._engine.short_term, "event_cache", None)
@@ -253,6 +281,43 @@ class Metrics:
             "gauge",
             "Writes queued for the long-term store (0 without one).",
             [f"taskcast_long_term_backlog {self.long_term_backlog}"],
+        )
+        metric(
+            "taskcast_archive_failing_tasks",
+            "gauge",
+            "Tasks whose writes the long-term store refuses (not an outage); each is retried "
+            "on its own backoff.",
+            [f"taskcast_archive_failing_tasks {self.archive_failing_tasks}"],
+        )
+        metric(
+            "taskcast_archive_failing_oldest_seconds",
+            "gauge",
+            "Age of the oldest failing task's first refused write (0 when none).",
+            [
+                "taskcast_archive_failing_oldest_seconds "
+                f"{_num(self.archive_failing_oldest_seconds)}"
+            ],
+        )
+        metric(
+            "taskcast_archive_gap_tasks",
+            "gauge",
+            "Tasks with writes acknowledged longer ago than the archive check's grace period "
+            "plus one interval and not confirmed archived, as of the last check (0 without "
+            "the check).",
+            [f"taskcast_archive_gap_tasks {self.archive_gap_tasks}"],
+        )
+        metric(
+            "taskcast_archive_gap_oldest_seconds",
+            "gauge",
+            "Age of the oldest such write (0 when none).",
+            [f"taskcast_archive_gap_oldest_seconds {_num(self.archive_gap_oldest_seconds)}"],
+        )
+        metric(
+            "taskcast_archive_requeued_writes_total",
+            "counter",
+            "Writes this process re-queued because the archive lacked them past the grace "
+            "period (another process died with them queued).",
+            [f"taskcast_archive_requeued_writes_total {self.archive_requeued}"],
         )
         cache = self.event_cache
         metric(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from typing import TypeVar
 
 from opentelemetry.metrics import (
     CallbackOptions,
@@ -36,9 +37,10 @@ __all__ = ["METER_NAME", "install_opentelemetry"]
 METER_NAME = "taskcast.server"
 
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
+_N = TypeVar("_N", int, float)
 
 
-def _read(fn: Callable[[], int]) -> int | None:
+def _read(fn: Callable[[], _N]) -> _N | None:
     # Collection may run on an exporter's thread while the event loop changes the sets
     # these readings iterate (open streams, queued writes); a reading that hit a change is
     # taken again, and after repeated misses that collection simply skips it.
@@ -135,6 +137,37 @@ class _Instruments:
             unit="{write}",
             description="Writes queued for the long-term store (0 without one).",
         )
+        meter.create_observable_up_down_counter(
+            "taskcast.archive.failing_tasks",
+            [self._total(lambda m: m.archive_failing_tasks)],
+            unit="{task}",
+            description="Tasks whose writes the long-term store refuses (not an outage).",
+        )
+        meter.create_observable_gauge(
+            "taskcast.archive.failing_oldest",
+            [self._oldest(lambda m: m.archive_failing_oldest_seconds)],
+            unit="s",
+            description="Age of the oldest failing task's first refused write.",
+        )
+        meter.create_observable_up_down_counter(
+            "taskcast.archive.gap_tasks",
+            [self._total(lambda m: m.archive_gap_tasks)],
+            unit="{task}",
+            description="Tasks with writes not confirmed archived past the archive check's "
+            "grace period plus one interval.",
+        )
+        meter.create_observable_gauge(
+            "taskcast.archive.gap_oldest",
+            [self._oldest(lambda m: m.archive_gap_oldest_seconds)],
+            unit="s",
+            description="Age of the oldest write not confirmed archived past the grace period.",
+        )
+        meter.create_observable_counter(
+            "taskcast.archive.requeued",
+            [self._total(lambda m: m.archive_requeued)],
+            unit="{write}",
+            description="Writes re-queued because the archive lacked them past the grace period.",
+        )
         meter.create_observable_counter(
             "taskcast.event_cache.hits",
             [self._total(lambda m: m.event_cache.hits)],
@@ -176,6 +209,20 @@ class _Instruments:
                     return []
                 total += value
             return [Observation(total)]
+
+        return callback
+
+    def _oldest(self, read: Callable[[Metrics], float]) -> _Callback:
+        """The largest reading over the sources (an age is not summed)."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            oldest = 0.0
+            for metrics in list(self.sources):
+                value = _read(partial(read, metrics))
+                if value is None:
+                    return []
+                oldest = max(oldest, value)
+            return [Observation(oldest)]
 
         return callback
 

@@ -3,11 +3,15 @@
 -- order.
 --
 -- KEYS: 1 task, 2 taskStatus, 3 taskRevision, 4 idx, 5 events, 6 seriesState, 7 seriesMeta,
---       8 idem, 9 eventIdx
+--       8 idem, 9 eventIdx, 10 archivePending zset
 -- ARGV: 1 mode ('events' | 'transition'), 2 channel, 3 expected revision, 4 new task JSON,
 --       5 new status, 6 number of drafts, then 8 values per draft:
 --       '=' .. idempotency key or '', event id, '=' .. series id or '', series mode,
---       p1, p2, data JSON, p3  (event JSON = p1 .. index .. p2 .. data .. p3)
+--       p1, p2, data JSON, p3  (event JSON = p1 .. index .. p2 .. data .. p3),
+--       then the time (ms) and the task id
+--
+-- A commit that writes anything records the task in archivePending (unless it is there
+-- already, with an older time): the archive gap check compares such tasks with the archive.
 --
 -- Event JSON is built by Python and only spliced here, so `data` is never re-encoded by
 -- cjson (which would turn {} into [] ambiguity, round big numbers and reorder keys).
@@ -131,6 +135,10 @@ for i = 0, n - 1 do
 end
 
 -- Every check passed: write.
+if mode == 'transition' or #messages > 1 then
+  local tail = 7 + n * 8
+  redis.call('ZADD', KEYS[10], 'NX', ARGV[tail], ARGV[tail + 1])
+end
 if mode == 'transition' then
   redis.call('SET', KEYS[1], ARGV[4])
   redis.call('SET', KEYS[2], ARGV[5])
