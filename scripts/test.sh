@@ -3,7 +3,7 @@
 # are measured too), then the combined report with the 90% gate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-uv sync --all-packages --frozen --quiet
+uv sync --all-packages --all-groups --frozen --quiet
 rm -f .coverage .coverage.*
 status=0
 uv run coverage run -m pytest "$@" || status=$?

@@ -40,7 +40,7 @@ def asgi_client(app: FastAPI) -> httpx.AsyncClient:
 def test_public_api() -> None:
     assert set(server_pkg.__all__) == {
         name for name in dir(server_pkg) if not name.startswith("_")
-    } - {"annotations"}
+    } - {"annotations"} | {"__version__"}
 
 
 # -- OpenAPI -----------------------------------------------------------------------------

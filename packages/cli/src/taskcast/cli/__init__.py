@@ -6,6 +6,8 @@ application. ``taskcast.cli._app:build_app`` is the application factory uvicorn'
 processes call.
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._build import Built, build, build_engine
 from ._errors import ConfigFileError, SettingsError, StartupError
 from ._files import CONFIG_FILE_NAMES, find_config_file, interpolate, load_config_file
@@ -25,8 +27,6 @@ from ._settings import (
     TrustedServiceSettings,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CONFIG_FILE_NAMES",
     "ENV_VARS",
@@ -44,6 +44,7 @@ __all__ = [
     "TaskcastServer",
     "TaskcastSettings",
     "TrustedServiceSettings",
+    "__version__",
     "app",
     "build",
     "build_engine",
@@ -57,3 +58,6 @@ __all__ = [
     "resolve_settings",
     "serve",
 ]
+
+__version__: str = _dist_version("taskcast-cli")
+"""The installed version (every taskcast package of a release has the same one)."""

@@ -11,6 +11,8 @@ Speaks HTTP only (httpx + httpx-sse) and does not depend on ``taskcast-core``::
         print("done:", subscription.done_reason)
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._async import AsyncSubscription, AsyncTaskcastClient
 from ._errors import (
     ForbiddenError,
@@ -23,8 +25,6 @@ from ._errors import (
 from ._models import ReconnectConfig, Resync, StreamEvent, SubscribeOptions
 from ._state import DEFAULT_BASE_URL
 from ._sync import Subscription, TaskcastClient
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -42,4 +42,8 @@ __all__ = [
     "TaskcastClientError",
     "TaskcastHTTPError",
     "UnauthorizedError",
+    "__version__",
 ]
+
+__version__: str = _dist_version("taskcast-client")
+"""The installed version (every taskcast package of a release has the same one)."""

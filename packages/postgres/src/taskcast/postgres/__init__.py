@@ -9,6 +9,8 @@
   the schema (sqlx-compatible ``_sqlx_migrations`` history).
 """
 
+from importlib.metadata import version as _dist_version
+
 from taskcast.core import ArchiveWriter, RetryPolicy
 
 from ._breaker import CircuitBreaker
@@ -40,9 +42,13 @@ __all__ = [
     "PostgresLongTermStore",
     "RetryPolicy",
     "UnknownMigrationError",
+    "__version__",
     "apply_migrations",
     "load_migrations",
     "migrate_command",
     "pending_migrations",
     "run_migrate_command",
 ]
+
+__version__: str = _dist_version("taskcast-postgres")
+"""The installed version (every taskcast package of a release has the same one)."""

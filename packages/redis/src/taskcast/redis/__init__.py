@@ -5,6 +5,8 @@ series state and the PUBLISH), so any number of server processes can share one R
 :class:`RedisBroadcast` keeps one pub/sub connection per process and fans out in-process.
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._broadcast import BroadcastState, ReconnectBackoff, RedisBroadcast
 from ._keys import KeySpace, TaskKeys
 from ._outbox import RedisWebhookOutbox
@@ -19,5 +21,9 @@ __all__ = [
     "RedisShortTermStore",
     "RedisWebhookOutbox",
     "TaskKeys",
+    "__version__",
     "script_source",
 ]
+
+__version__: str = _dist_version("taskcast-redis")
+"""The installed version (every taskcast package of a release has the same one)."""

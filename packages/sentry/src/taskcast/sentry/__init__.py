@@ -10,6 +10,8 @@
     engine = TaskEngine(short_term=MemoryShortTermStore(), hooks=sentry_hooks())
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._hooks import (
     EventDroppedError,
     SentryOptions,
@@ -24,6 +26,10 @@ __all__ = [
     "SentryOptions",
     "TaskFailedError",
     "TaskTimedOutError",
+    "__version__",
     "sentry_hooks",
     "setup_sentry",
 ]
+
+__version__: str = _dist_version("taskcast-sentry")
+"""The installed version (every taskcast package of a release has the same one)."""

@@ -10,6 +10,8 @@ Speaks HTTP only (httpx) and does not depend on ``taskcast-core``::
             run.publish_stream(["Hello", ", ", "world"])
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._async_client import AsyncTaskcastServerClient, AsyncTaskRun
 from ._calls import RetryConfig
 from ._client import DEFAULT_BASE_URL, TaskcastServerClient, TaskRun
@@ -42,8 +44,6 @@ from ._models import (
 from ._tokens import SUBSCRIBE_SCOPE, mint_subscribe_token
 from ._webhooks import verify_webhook
 
-__version__ = "0.1.0"
-
 __all__ = [
     "DEFAULT_BASE_URL",
     "SUBSCRIBE_SCOPE",
@@ -74,6 +74,10 @@ __all__ = [
     "TaskcastServerClient",
     "TaskcastTransportError",
     "UnauthorizedError",
+    "__version__",
     "mint_subscribe_token",
     "verify_webhook",
 ]
+
+__version__: str = _dist_version("taskcast-server-sdk")
+"""The installed version (every taskcast package of a release has the same one)."""

@@ -8,6 +8,8 @@ Served alone::
 Mounted in another app, compose :func:`taskcast_lifespan` into the host's lifespan.
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._admin import AdminConfig, admin_router
 from ._app import create_app, taskcast_lifespan
 from ._auth import (
@@ -52,6 +54,7 @@ __all__ = [
     "WebhookObserver",
     "WebhookRefusedError",
     "WebhookSettings",
+    "__version__",
     "admin_router",
     "auth_context",
     "build_authenticator",
@@ -61,3 +64,6 @@ __all__ = [
     "sign_headers",
     "taskcast_lifespan",
 ]
+
+__version__: str = _dist_version("taskcast-server")
+"""The installed version (every taskcast package of a release has the same one)."""

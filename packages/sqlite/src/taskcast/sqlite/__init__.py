@@ -9,11 +9,21 @@ storage::
     engine = TaskEngine(short_term=SQLiteStore("data/taskcast.db"))
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._migrations import MIGRATIONS, SCHEMA_VERSION
 from ._outbox import SQLiteWebhookOutbox
 from ._store import SQLiteStore
 from ._writer import WriterStats
 
-__version__ = "0.1.0"
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQLiteStore",
+    "SQLiteWebhookOutbox",
+    "WriterStats",
+    "__version__",
+]
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "SQLiteWebhookOutbox", "WriterStats"]
+__version__: str = _dist_version("taskcast-sqlite")
+"""The installed version (every taskcast package of a release has the same one)."""

@@ -10,10 +10,10 @@ Typical use, in the same app as the Taskcast API::
     widget.install(templates.env)        # {{ taskcast_widget(task_id) }} in your templates
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._view import LogEntry, ProgressView, TaskView, build_view, load_view
 from ._widget import TaskcastWidget, WidgetConfig, widget_environment, widget_router
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LogEntry",
@@ -21,8 +21,12 @@ __all__ = [
     "TaskView",
     "TaskcastWidget",
     "WidgetConfig",
+    "__version__",
     "build_view",
     "load_view",
     "widget_environment",
     "widget_router",
 ]
+
+__version__: str = _dist_version("taskcast-widget")
+"""The installed version (every taskcast package of a release has the same one)."""
