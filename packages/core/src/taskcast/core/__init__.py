@@ -3,6 +3,8 @@
 Imports nothing from the other Taskcast packages; adapters and the server build on it.
 """
 
+from importlib.metadata import version as _dist_version
+
 from ._archive import ArchiveWriter, RetryPolicy
 from ._archive_check import (
     ArchiveCheckConfig,
@@ -77,8 +79,6 @@ from ._webhooks import (
     parse_webhooks,
 )
 from ._wire import WireEvent, encode_count, envelope_dict
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -159,6 +159,7 @@ __all__ = [
     "WebhookOutbox",
     "WebhookRetry",
     "WireEvent",
+    "__version__",
     "accumulate",
     "can_transition",
     "collapse",
@@ -180,3 +181,6 @@ __all__ = [
     "supports_release",
     "tracks_archive",
 ]
+
+__version__: str = _dist_version("taskcast-core")
+"""The installed version (every taskcast package of a release has the same one)."""
