@@ -46,9 +46,7 @@ def engine(url: str, prefix: str, archive: Any, check: ArchiveCheckConfig = FAST
     )
 
 
-async def test_survivor_archives_what_a_dead_writer_had_queued(
-    redis_url: str, prefix: str
-) -> None:
+async def test_survivor_archives_what_a_dead_writer_had_queued(redis_url: str, prefix: str) -> None:
     archive = MemoryLongTermStore()
     # The victim's writer holds every write for an hour: a process killed with its queue.
     stuck = ArchiveWriter(archive, linger=3600)
@@ -156,3 +154,17 @@ async def test_a_commit_racing_the_check_keeps_the_record(
             expected_last_index=last + 1,
         )
         assert await store.unarchived_overdue(2**62) == (0, None)
+
+
+async def test_release_and_delete_clear_the_record(store: RedisShortTermStore) -> None:
+    engine_ = TaskEngine(short_term=store, reconcile_archive_on_start=False)
+    async with engine_:
+        kept, doomed = await engine_.create_task(), await engine_.create_task()
+        await engine_.publish_events(kept.id, [EventInput(type="t")])
+        assert sorted(await pending(engine_)) == sorted([kept.id.encode(), doomed.id.encode()])
+        current = await store.get_task_revision(kept.id)
+        assert current is not None
+        # Released only once archived: the archive holds it, so no record is left behind.
+        assert await store.release_task(kept.id, current[1], await store.last_index(kept.id))
+        assert await engine_.delete_task(doomed.id)
+        assert await pending(engine_) == []

@@ -262,7 +262,7 @@ class RedisShortTermStore:
         k = self.keys.for_task(task_id)
         with guard():
             released = await self._scripts.release(
-                keys=[*k.all(), self.keys.tasks, self.keys.task_order],
+                keys=[*k.all(), self.keys.tasks, self.keys.task_order, self.keys.archive_pending],
                 args=[str(expected_revision), str(expected_last_index + 1), task_id],
             )
         return bool(released)
