@@ -79,6 +79,8 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
                 "cors": ["https://a"],
                 "limits": {
                     "maxBatch": 5,
+                    "maxIdChars": 64,
+                    "maxNameChars": 32,
                     "queueLimit": 6,
                     "eventCacheBytes": 4096,
                     "defaultPageSize": 2,
@@ -93,6 +95,7 @@ def test_build_uses_the_settings(clean_env: Path, tmp_path: Path) -> None:
     assert isinstance(built.engine.short_term, SQLiteStore)
     assert built.engine.short_term.event_cache.max_bytes == 4096
     assert built.engine.limits.max_batch == 5
+    assert (built.engine.limits.max_id_chars, built.engine.limits.max_name_chars) == (64, 32)
     config = built.app.state.config
     assert config.cors_origins == ("https://a",)
     assert (config.max_batch, config.queue_limit, config.retry_ms) == (5, 6, 9)

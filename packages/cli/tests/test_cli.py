@@ -109,6 +109,8 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
         "maxBodyBytes": 5,
         "maxDataBytes": 6,
         "maxBatch": 7,
+        "maxIdChars": 256,
+        "maxNameChars": 256,
         "defaultPageSize": 9,
         "maxPageSize": 10,
         "queueLimit": 8,

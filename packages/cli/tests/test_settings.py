@@ -92,6 +92,8 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_MAX_BODY_BYTES": "11",
         "TASKCAST_MAX_DATA_BYTES": "12",
         "TASKCAST_MAX_BATCH": "13",
+        "TASKCAST_MAX_ID_CHARS": "20",
+        "TASKCAST_MAX_NAME_CHARS": "21",
         "TASKCAST_DEFAULT_PAGE_SIZE": "15",
         "TASKCAST_MAX_PAGE_SIZE": "16",
         "TASKCAST_QUEUE_LIMIT": "14",
@@ -143,6 +145,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.cors == ["https://a.example", "https://b.example"]
     assert (s.limits.max_body_bytes, s.limits.max_data_bytes) == (11, 12)
     assert (s.limits.max_batch, s.limits.queue_limit) == (13, 14)
+    assert (s.limits.max_id_chars, s.limits.max_name_chars) == (20, 21)
     assert (s.limits.default_page_size, s.limits.max_page_size) == (15, 16)
     assert s.limits.event_cache_bytes == 0
     assert s.auth.mode == "jwt"
@@ -351,6 +354,8 @@ def test_settings_round_trip_as_json() -> None:
         ({"sentry": {"tracesSampleRate": 2}},
          "sentry.tracesSampleRate: expected a number less than or equal to 1, got 2"),
         ({"sentry": {"bogus": 1}}, "sentry.bogus: unknown key"),
+        ({"limits": {"maxIdChars": 2000}},
+         "limits.maxIdChars: expected a number less than or equal to 1024, got 2000"),
         ({"storage": "redis"}, "storage: storage redis needs a Redis URL "
          "(TASKCAST_REDIS_URL or adapters.shortTermStore.url)"),
         ({"adapters": {"broadcast": {"provider": "redis"}}}, "adapters.broadcast.provider: "

@@ -12,6 +12,7 @@ import pytest
 
 from taskcast.core import (
     EventInput,
+    InvalidInputError,
     StreamOptions,
     TaskEngine,
     TaskInput,
@@ -176,3 +177,21 @@ async def test_stream_fills_events_missed_while_pubsub_reconnects(
     assert [e["rawIndex"] for e in events] == list(range(8))
     assert [e["type"] for e in events[1:7]] == ["during"] * 5 + ["after"]
     assert parse(frames)[-1] == ("taskcast.done", {"reason": "completed"})
+
+
+async def test_in_process_publish_of_nul_data_is_refused_before_it_is_stored(
+    engines: tuple[TaskEngine, TaskEngine],
+) -> None:
+    """PostgreSQL cannot archive a NUL: the Redis store refuses it, as the HTTP API does."""
+    engine, _ = engines
+    task = await engine.create_task(TaskInput(id="nul"))
+    await engine.transition_task(task.id, "running")
+    before = await engine.get_events(task.id)
+    for data in ("\u0000", {"delta": "a\u0000"}, [1, {"k\u0000": 2}]):
+        with pytest.raises(InvalidInputError, match="contains a NUL character"):
+            await engine.publish_event(task.id, EventInput(type="x", data=data))
+    assert await engine.get_events(task.id) == before
+    # A backslash followed by "u0000" is text, and is stored as such.
+    text = {"text": "\\u0000"}
+    stored = await engine.publish_event(task.id, EventInput(type="x", data=text))
+    assert (await engine.get_events(task.id))[-1].data == text == stored.data

@@ -14,6 +14,7 @@ import redis.asyncio as aredis
 from taskcast.core import (
     EventDraft,
     EventQuery,
+    InvalidInputError,
     MemoryShortTermStore,
     StaleRevisionError,
     StorageUnavailableError,
@@ -50,7 +51,7 @@ AWKWARD_DATA: list[Any] = [
     [],
     {"empty": {}, "list": [], "nested": [{}, [[]], {"a": []}]},
     {"big": 2**63 + 1, "huge": 10**40, "neg": -(2**70), "f": 0.1 + 0.2, "tiny": 5e-324},
-    {"unicode": 'héllo wörld 😀 \u2028 \u0000 "q" \\ /', "日本": "語"},
+    {"unicode": 'héllo wörld 😀 \u2028 \u0001 "q" \\ / \\u0000', "日本": "語"},
     "plain string",
     12345678901234567890,
     1.5,
@@ -81,6 +82,13 @@ def test_spliced_json_equals_to_dict(data: Any) -> None:
     assert len(args) == ARGS_PER_DRAFT
     p1, p2, data_json, p3 = args[4:8]
     assert p1 + "7" + p2 + data_json + p3 == event_json(d.at("task-1", 7))
+
+
+@pytest.mark.parametrize("data", ["\u0000", {"k": ["a\u0000"]}, {"k\u0000": 1}])
+def test_data_holding_nul_is_refused_before_it_is_committed(data: Any) -> None:
+    # PostgreSQL cannot archive a NUL; the HTTP API refuses it too (architecture: NUL).
+    with pytest.raises(InvalidInputError, match="contains a NUL character"):
+        draft_args("task-1", draft(data))
 
 
 def test_accumulate_drafts_travel_like_any_other() -> None:
@@ -198,7 +206,7 @@ async def test_accumulate_deltas_are_stored_as_themselves(store: RedisShortTermS
     await store.create_task(task)
     acc = {"series_id": "s", "series_mode": "accumulate"}
     keys = store.keys.for_task(task.id)
-    parts = ['He said "hi"', " \\ / \n", "😀ü", "\u0000", "", "\ud800"]
+    parts = ['He said "hi"', " \\ / \n", "😀ü", "\u0001", "", "\ud800"]
     for i, part in enumerate(parts):
         d = draft({"delta": part, "big": 2**70}, **acc)
         r = await store.commit_events(task.id, [d])

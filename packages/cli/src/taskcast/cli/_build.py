@@ -228,7 +228,11 @@ def build_engine(settings: TaskcastSettings) -> TaskEngine:
         broadcast=broadcast,
         long_term=_long_term(settings),
         hooks=_hooks(settings),
-        limits=EngineLimits(max_batch=settings.limits.max_batch),
+        limits=EngineLimits(
+            max_batch=settings.limits.max_batch,
+            max_id_chars=settings.limits.max_id_chars,
+            max_name_chars=settings.limits.max_name_chars,
+        ),
         queue_limit=settings.limits.queue_limit,
         scheduler=_scheduler(settings),
         lifecycle=_lifecycle(settings),

@@ -126,6 +126,8 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
     "TASKCAST_MAX_DATA_BYTES": ("limits", "max_data_bytes"),
     "TASKCAST_MAX_BATCH": ("limits", "max_batch"),
+    "TASKCAST_MAX_ID_CHARS": ("limits", "max_id_chars"),
+    "TASKCAST_MAX_NAME_CHARS": ("limits", "max_name_chars"),
     "TASKCAST_DEFAULT_PAGE_SIZE": ("limits", "default_page_size"),
     "TASKCAST_MAX_PAGE_SIZE": ("limits", "max_page_size"),
     "TASKCAST_QUEUE_LIMIT": ("limits", "queue_limit"),

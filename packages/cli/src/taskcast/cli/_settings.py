@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from taskcast.core import (
     DEFAULT_CACHE_BYTES,
+    MAX_CHARS_CAP,
     CleanupRule,
     InvalidInputError,
     WebhookConfig,
@@ -157,6 +158,11 @@ class LimitsSettings(_Section):
     """Largest accepted event ``data`` (JSON-encoded)."""
     max_batch: int = Field(1000, gt=0)
     """Most events in one publish request."""
+    max_id_chars: int = Field(256, gt=0, le=MAX_CHARS_CAP)
+    """Longest task id or event ``idempotencyKey`` (HTTP 400 beyond)."""
+    max_name_chars: int = Field(256, gt=0, le=MAX_CHARS_CAP)
+    """Longest name: event and task ``type``, ``seriesId``, ``seriesAccField``, each tag,
+    each ``metadata`` key, each filter pattern (HTTP 400 beyond)."""
     max_page_size: int = Field(1000, gt=0)
     """Largest ``limit`` accepted by ``GET /tasks`` (HTTP 400 beyond)."""
     default_page_size: int = Field(100, gt=0)

@@ -87,6 +87,7 @@ __all__ = [
     # Models
     "LEVELS",
     "MASK",
+    "MAX_CHARS_CAP",
     "SERIES_MODES",
     "STATUSES",
     # State machine, series, filters
@@ -165,6 +166,7 @@ __all__ = [
     "collapse",
     "encode_count",
     "envelope_dict",
+    "find_nul",
     "is_terminal",
     "matches_cleanup_rule",
     "matches_type",

@@ -45,6 +45,7 @@ from ._models import (
 from ._ports import BroadcastProvider, LongTermStore, ShortTermStore
 from ._scheduler import Scheduler, SchedulerConfig
 from ._state_machine import SUSPENDED_STATUSES, can_transition
+from ._validation import MAX_CHARS_CAP, check_name, check_no_nul, check_task_id
 
 __all__ = ["DELETED_EVENT", "EngineLimits", "EventInput", "TaskEngine", "TaskInput"]
 
@@ -60,6 +61,21 @@ class EngineLimits:
 
     max_batch: int = 1000
     """Most events accepted in one publish call."""
+    max_id_chars: int = 256
+    """Longest task id or event ``idempotencyKey`` (at most 1,024)."""
+    max_name_chars: int = 256
+    """Longest name: event and task ``type``, ``seriesId``, ``seriesAccField``, each tag,
+    each ``metadata`` key, ``blockedRequest.type``, ``error.code``, each webhook
+    ``filter.types`` pattern (and, at the HTTP API, each filter pattern of a query); at most
+    1,024."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise UsageError("max_batch must be positive")
+        for name in ("max_id_chars", "max_name_chars"):
+            value = getattr(self, name)
+            if not 1 <= value <= MAX_CHARS_CAP:
+                raise UsageError(f"{name} must be between 1 and {MAX_CHARS_CAP}, not {value}")
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -94,15 +110,66 @@ class EventInput:
     idempotency_key: str | None = None
 
 
-def _check_event(item: EventInput) -> None:
+def _check_event(item: EventInput, limits: EngineLimits, where: str) -> None:
+    """One event's fields; ``where`` prefixes field names (``"3."`` in a batch)."""
     if not isinstance(item.type, str) or not item.type:
         raise InvalidInputError("Event type must be a non-empty string")
+    names = limits.max_name_chars
+    check_name(f"{where}type", item.type, names)
     if item.type.startswith("taskcast:"):
         raise InvalidInputError(f"Event type is reserved: {item.type}")
     if item.level not in LEVELS:
         raise InvalidInputError(f"Invalid level: {item.level}")
     if item.series_mode is not None and item.series_mode not in SERIES_MODES:
         raise InvalidInputError(f"Invalid seriesMode: {item.series_mode}")
+    if item.series_id is not None:
+        check_name(f"{where}seriesId", item.series_id, names)
+    if item.series_acc_field is not None:
+        check_name(f"{where}seriesAccField", item.series_acc_field, names)
+    if item.idempotency_key is not None:
+        check_name(f"{where}idempotencyKey", item.idempotency_key, limits.max_id_chars)
+    # ``data`` is checked for NUL where it is encoded anyway: the HTTP API scans the request
+    # bytes, the Redis store (what fronts a PostgreSQL archive) its encoded JSON.
+
+
+def _check_task_input(data: TaskInput, limits: EngineLimits) -> None:
+    names = limits.max_name_chars
+    if data.type is not None:
+        check_name("type", data.type, names)
+    if data.tags is not None:
+        if not isinstance(data.tags, list | tuple):
+            raise InvalidInputError("Invalid field tags: must be a list of strings")
+        for i, tag in enumerate(data.tags):
+            check_name(f"tags.{i}", tag, names)
+    if isinstance(data.metadata, Mapping):
+        for key in data.metadata:
+            check_name(f"metadata key {str(key)[:40]!r}", key, names)
+    if isinstance(data.webhooks, list):
+        for i, hook in enumerate(data.webhooks):
+            if not isinstance(hook, Mapping):
+                continue  # parse_webhooks words the error
+            secret = hook.get("secret")
+            # The secret is copied into every delivery record: bounded like the URL.
+            if isinstance(secret, str) and len(secret) > MAX_CHARS_CAP:
+                raise InvalidInputError(
+                    f"Invalid field webhooks.{i}.secret: longer than {MAX_CHARS_CAP} "
+                    f"characters (max {MAX_CHARS_CAP})"
+                )
+            patterns = hook.get("filter")
+            types = patterns.get("types") if isinstance(patterns, Mapping) else None
+            if isinstance(types, list):
+                for j, pattern in enumerate(types):
+                    check_name(f"webhooks.{i}.filter.types.{j}", pattern, names)
+    for field, value in (
+        ("params", data.params),
+        ("result", data.result),
+        ("metadata", data.metadata),
+        ("authConfig", data.auth_config),
+        ("webhooks", data.webhooks),
+        ("cleanup", data.cleanup),
+    ):
+        if value is not None:
+            check_no_nul(value, field)
 
 
 class TaskEngine:
@@ -290,8 +357,9 @@ class TaskEngine:
             raise InvalidInputError(f"Invalid TTL: {data.ttl}")
         if data.cost is not None and data.cost < 0:
             raise InvalidInputError(f"Invalid cost: {data.cost}")
-        if data.id is not None and (not isinstance(data.id, str) or not data.id):
-            raise InvalidInputError("Task id must be a non-empty string")
+        if data.id is not None:
+            check_task_id(data.id, self.limits.max_id_chars)
+        _check_task_input(data, self.limits)
         now = now_ms()
         task = Task(
             id=data.id or new_id(),
@@ -325,6 +393,12 @@ class TaskEngine:
         return task
 
     async def get_task(self, task_id: str) -> Task | None:
+        """The task, or ``None``.
+
+        Raises:
+            InvalidInputError: ``task_id`` cannot be a task id (every method taking one does).
+        """
+        check_task_id(task_id, self.limits.max_id_chars)
         task = await self.short_term.get_task(task_id)
         if task is None and self.long_term is not None:
             task = await self.long_term.get_task(task_id)
@@ -341,6 +415,7 @@ class TaskEngine:
 
     async def delete_task(self, task_id: str) -> bool:
         """Delete a task everywhere; live subscribers end with reason ``deleted``."""
+        check_task_id(task_id, self.limits.max_id_chars)
         existed = await self.short_term.delete_task(task_id)
         if self.long_term is not None:
             archived = await self.long_term.get_task(task_id)
@@ -360,6 +435,7 @@ class TaskEngine:
 
     async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
         """Remove stored events by index (cleanup rules); live streams are unaffected."""
+        check_task_id(task_id, self.limits.max_id_chars)
         return await self.short_term.delete_events(task_id, indexes)
 
     async def transition_task(
@@ -375,10 +451,12 @@ class TaskEngine:
         blocked_request: dict[str, Any] | None = None,
     ) -> Task:
         """Move a task to ``status``; of concurrent conflicting moves exactly one wins."""
+        check_task_id(task_id, self.limits.max_id_chars)
         if status not in STATUSES:
             raise InvalidInputError(f"Invalid status: {status}")
         if ttl is not None and ttl <= 0:
             raise InvalidInputError(f"Invalid TTL: {ttl}")
+        self._check_transition_input(result, error, reason, blocked_request)
         for _ in range(_CAS_ATTEMPTS):
             current = await self.short_term.get_task_revision(task_id)
             if current is None:
@@ -409,6 +487,27 @@ class TaskEngine:
             return updated
         # Only reachable if other writers keep moving the task without conflicting with us.
         raise InvalidTransitionError(task.status, status)
+
+    def _check_transition_input(
+        self,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        reason: str | None,
+        blocked_request: dict[str, Any] | None,
+    ) -> None:
+        names = self.limits.max_name_chars
+        if isinstance(error, Mapping) and error.get("code") is not None:
+            check_name("error.code", error["code"], names)
+        if isinstance(blocked_request, Mapping) and blocked_request.get("type") is not None:
+            check_name("blockedRequest.type", blocked_request["type"], names)
+        for field, value in (
+            ("result", result),
+            ("error", error),
+            ("reason", reason),
+            ("blockedRequest", blocked_request),
+        ):
+            if value is not None:
+                check_no_nul(value, field)
 
     def _build_transition(
         self,
@@ -495,14 +594,17 @@ class TaskEngine:
 
     async def publish_events(self, task_id: str, events: Sequence[EventInput]) -> list[TaskEvent]:
         """Publish a batch atomically: every event is stored, or none is."""
+        limits = self.limits
+        check_task_id(task_id, limits.max_id_chars)
         if not events:
             raise InvalidInputError("No events to publish")
-        if len(events) > self.limits.max_batch:
-            raise InvalidInputError(f"Too many events in one batch (max {self.limits.max_batch})")
+        if len(events) > limits.max_batch:
+            raise InvalidInputError(f"Too many events in one batch (max {limits.max_batch})")
         now = now_ms()
         drafts = []
-        for item in events:
-            _check_event(item)
+        batch = len(events) > 1
+        for position, item in enumerate(events):
+            _check_event(item, limits, f"{position}." if batch else "")
             drafts.append(
                 EventDraft(
                     id=new_id(),
@@ -555,6 +657,7 @@ class TaskEngine:
         The events may be shared with other readers (the memory store's own objects, or
         an :class:`EventCache`'s): read them, copy them (``event.copy(...)``) to change them.
         """
+        check_task_id(task_id, self.limits.max_id_chars)
         query = query or EventQuery()
         events = await self.short_term.get_events(task_id, query)
         if not events and self.long_term is not None:
@@ -568,6 +671,9 @@ class TaskEngine:
         The archive does not know ids of replaced ``latest`` entries: such a cursor on a
         released task resolves to None (the stream then sends a resync).
         """
+        check_task_id(task_id, self.limits.max_id_chars)
+        if len(event_id) > self.limits.max_id_chars or "\x00" in event_id:
+            return None  # no event has such an id: an unknown cursor
         index = await self.short_term.resolve_cursor(task_id, event_id)
         if index is None and self.long_term is not None:
             if await self.short_term.get_task(task_id) is None:
@@ -575,6 +681,7 @@ class TaskEngine:
         return index
 
     async def last_index(self, task_id: str) -> int:
+        check_task_id(task_id, self.limits.max_id_chars)
         last = await self.short_term.last_index(task_id)
         if last < 0 and self.long_term is not None:
             if await self.short_term.get_task(task_id) is None:

@@ -11,11 +11,12 @@ from typing import Any, Final
 
 from pydantic_core import from_json
 
-from taskcast.core import EventDraft, TaskEvent
+from taskcast.core import EventDraft, TaskEvent, check_no_nul
 
 __all__ = ["decode_event", "decode_events", "draft_args", "dumps", "event_json", "loads"]
 
 ARGS_PER_DRAFT: Final = 8
+_NUL_ESCAPE: Final = "\\u0000"
 
 # ASCII-only output keeps every string the Lua side handles free of multi-byte sequences.
 # One encoder for every call: ``json.dumps`` with options builds a new encoder each time,
@@ -53,6 +54,12 @@ def draft_args(task_id: str, draft: EventDraft) -> list[str]:
         + dumps(draft.level)
         + ',"data":'
     )
+    data = dumps(draft.data)
+    # ``\u0000`` in the encoded data is a NUL, or text such as "\\u0000"; PostgreSQL cannot
+    # archive a NUL, so an in-process publisher gets the HTTP API's answer (which scans the
+    # request bytes the same way) before anything is acknowledged.
+    if _NUL_ESCAPE in data:
+        check_no_nul(draft.data, "data")
     # Optional strings travel as "=" + value so an empty key is not mistaken for none.
     return [
         "" if draft.idempotency_key is None else "=" + draft.idempotency_key,
@@ -61,7 +68,7 @@ def draft_args(task_id: str, draft: EventDraft) -> list[str]:
         draft.series_mode or "",
         p1,
         p2,
-        dumps(draft.data),
+        data,
         _tail(draft),
     ]
 

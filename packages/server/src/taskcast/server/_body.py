@@ -3,7 +3,10 @@
 Bodies are parsed as JSON whatever the ``Content-Type`` says, because the original's clients
 do not all send one. Parsing is strict: ``NaN``/``Infinity``, lone surrogates, numbers that
 overflow a double and nesting deeper than the JSON parser's limit (about 200 levels) are
-rejected, since none of them could be stored and sent back as JSON.
+rejected, since none of them could be stored and sent back as JSON. So is a NUL character
+(``\\u0000``) anywhere in a body: PostgreSQL cannot store it, and every backend gives the
+same answer. JSON can carry NUL only as that escape, so the check is a search of the raw
+bytes, confirmed on the parsed value only when found (``"\\\\u0000"`` is a backslash and text).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 from starlette.requests import ClientDisconnect
 
+from taskcast.core import check_no_nul
+
 from ._errors import ApiError, validation_message
 
 __all__ = ["json_response", "plain_json", "read_json", "validate"]
@@ -33,6 +38,7 @@ logger = logging.getLogger("taskcast.server")
 _BIG_EXPONENT: Final = re.compile(rb"[eE][+-]?\d{3}")
 _LONG_DIGITS: Final = re.compile(rb"\d{200}")
 _MAX_INT: Final = 10**300
+_NUL_ESCAPE: Final = b"\\u0000"
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -82,6 +88,12 @@ def _check_numbers(value: Any) -> None:
             raise ApiError(400, "Malformed JSON in request body: number out of range")
 
 
+def _maybe_nul(body: bytes) -> bool:
+    # A one-byte search (memchr, ~40x faster than the six-byte one) first: most bodies hold
+    # no escape at all.
+    return b"\\" in body and _NUL_ESCAPE in body
+
+
 def _maybe_big_number(body: bytes) -> bool:
     return _BIG_EXPONENT.search(body) is not None or _LONG_DIGITS.search(body) is not None
 
@@ -89,10 +101,16 @@ def _maybe_big_number(body: bytes) -> bool:
 def plain_json(body: bytes) -> bool:
     """Whether pydantic's own JSON parser accepts exactly what :func:`parse_json` accepts.
 
-    Bodies with ``NaN``/``Infinity`` or a number that may overflow (anywhere, strings
-    included: this only decides which path to take) need :func:`parse_json`'s checks.
+    Bodies with ``NaN``/``Infinity``, a number that may overflow or a ``\\u0000`` escape
+    (anywhere, strings included: this only decides which path to take) need
+    :func:`parse_json`'s checks.
     """
-    return b"NaN" not in body and b"Infinity" not in body and not _maybe_big_number(body)
+    return (
+        b"NaN" not in body
+        and b"Infinity" not in body
+        and not _maybe_nul(body)
+        and not _maybe_big_number(body)
+    )
 
 
 def parse_json(body: bytes) -> Any:
@@ -102,6 +120,8 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"Malformed JSON in request body: {exc}") from None
     if _maybe_big_number(body):
         _check_numbers(value)
+    if _maybe_nul(body):
+        check_no_nul(value)
     return value
 
 

@@ -45,8 +45,17 @@ MAX_INT32 = 2**31 - 1
 MAX_SAFE = 2**53 - 1
 PositiveInt32 = Annotated[int, Field(gt=0, le=MAX_INT32)]
 PositiveSafeInt = Annotated[int, Field(gt=0, le=MAX_SAFE)]
-# A task id is used in URLs, store keys and log lines: no control characters.
-TaskId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# The engine checks ids and names (taskcast.core._validation), with its configurable limits
+# (EngineLimits, 256 characters by default): one rule for HTTP and in-process callers.
+TaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="Up to `maxIdChars` (256) characters; no control characters, no `/`, "
+        "not `.` or `..`.",
+    ),
+]
+Name = Annotated[str, Field(description="Up to `maxNameChars` (256) characters.")]
 
 
 class _In(BaseModel):
@@ -79,7 +88,7 @@ class CreateTaskBody(_In):
     """``POST /tasks``; every field is optional."""
 
     id: TaskId | None = None
-    type: str | None = None
+    type: Name | None = None
     params: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
@@ -88,7 +97,7 @@ class CreateTaskBody(_In):
     auth_config: dict[str, Any] | None = None
     webhooks: list[Any] | None = None
     cleanup: CleanupSpec | None = None
-    tags: list[str] | None = None
+    tags: list[Name] | None = None
     assign_mode: Literal["external", "pull", "ws-offer", "ws-race"] | None = None
     cost: PositiveInt32 | None = None
     disconnect_policy: Literal["reassign", "mark", "fail"] | None = None
@@ -109,13 +118,16 @@ class TransitionBody(_In):
 class EventBody(_In):
     """One event to publish."""
 
-    type: Annotated[str, Field(min_length=1)]
+    type: Annotated[str, Field(min_length=1, description="Up to `maxNameChars` (256) characters.")]
     level: LevelName = "info"
     data: Any = None
-    series_id: str | None = None
+    series_id: Name | None = None
     series_mode: SeriesModeName | None = None
-    series_acc_field: str | None = None
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    series_acc_field: Name | None = None
+    idempotency_key: (
+        Annotated[str, Field(min_length=1, description="Up to `maxIdChars` (256) characters.")]
+        | None
+    ) = None
     """Within a task, a repeated key returns the first event and stores nothing."""
 
 
