@@ -69,6 +69,14 @@ from ._scheduler import CleanupRule, Scheduler, SchedulerConfig, matches_cleanup
 from ._series import Collapser, CommitPlan, accumulate, collapse, plan_commit
 from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_terminal
 from ._stream import StreamOptions, TaskStream
+from ._validation import (
+    MAX_CHARS_CAP,
+    check_name,
+    check_no_nul,
+    check_task_id,
+    find_nul,
+    task_id_problem,
+)
 from ._webhooks import (
     DeliveryStatus,
     LeaseSettlingOutbox,
@@ -163,6 +171,9 @@ __all__ = [
     "__version__",
     "accumulate",
     "can_transition",
+    "check_name",
+    "check_no_nul",
+    "check_task_id",
     "collapse",
     "encode_count",
     "envelope_dict",
@@ -181,6 +192,7 @@ __all__ = [
     "series_states",
     "stop_task",
     "supports_release",
+    "task_id_problem",
     "tracks_archive",
 ]
 
