@@ -168,3 +168,36 @@ async def test_release_and_delete_clear_the_record(store: RedisShortTermStore) -
         assert await store.release_task(kept.id, current[1], await store.last_index(kept.id))
         assert await engine_.delete_task(doomed.id)
         assert await pending(engine_) == []
+
+
+class CountingArchive(MemoryLongTermStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.event_reads: list[int | None] = []
+
+    async def get_events(self, task_id: str, query: EventQuery) -> list[Any]:
+        self.event_reads.append(query.after_index)
+        return await super().get_events(task_id, query)
+
+
+async def test_a_busy_task_is_compared_from_where_the_last_check_left_off(
+    redis_url: str, prefix: str
+) -> None:
+    archive = CountingArchive()
+    writer = ArchiveWriter(archive, linger=0)
+    # Checks run by hand here (the loop's first one is an hour away).
+    check = ArchiveCheckConfig(interval_seconds=3600, grace_seconds=0.05)
+    async with engine(redis_url, prefix, writer, check) as e:
+        checker = e.archive_checker
+        assert checker is not None
+        task = await e.create_task()
+        await e.publish_events(task.id, [EventInput(type="t", data=i) for i in range(5)])
+        assert await writer.flush(timeout=5)
+        await asyncio.sleep(0.1)
+        assert await checker.check() == 0
+        assert archive.event_reads == [None] and await pending(e) == []
+        await e.publish_events(task.id, [EventInput(type="t", data=i) for i in range(3)])
+        assert await writer.flush(timeout=5)
+        await asyncio.sleep(0.1)
+        assert await checker.check() == 0
+        assert archive.event_reads == [None, 4] and await pending(e) == []

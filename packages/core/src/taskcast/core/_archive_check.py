@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ._background import StopSignal, stop_task
 from ._errors import StorageUnavailableError, TaskcastError, UsageError
 from ._ids import now_ms
-from ._models import EventQuery
+from ._models import EventQuery, Task, TaskEvent
 from ._ports import ShortTermStore
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["ArchiveCheckConfig", "ArchiveChecker", "ArchiveTrackingStore", "tracks_archive"]
 
 logger = logging.getLogger("taskcast.core.archive_check")
+
+# Tasks whose verified index prefix this process remembers (see ArchiveChecker._verified).
+_VERIFIED_MAX = 10_000
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -139,6 +142,11 @@ class ArchiveChecker:
         self._oldest: int | None = None
         self._last_gap = 0
         self._checked_at: int | None = None
+        # Task id -> (its createdAt, an index up to which this process found every hot event
+        # archived): a busy task is checked again every grace period, and comparing only
+        # what came after keeps each check's cost to the new events, not the whole history.
+        # createdAt tells a task deleted and created again under the same id.
+        self._verified: dict[str, tuple[int, int]] = {}
 
     def start(self) -> None:
         if self._task is None:
@@ -246,6 +254,7 @@ class ArchiveChecker:
         checked_at = now_ms()
         current = await short_term.get_task_revision(task_id)
         if current is None:
+            self._verified.pop(task_id, None)
             await store.settle_unarchived(
                 task_id,
                 since=None,
@@ -256,12 +265,17 @@ class ArchiveChecker:
             return 0
         task, revision = current
         last = await short_term.last_index(task_id)
-        hot = await short_term.get_events(task_id, EventQuery())
+        known = self._verified.get(task_id)
+        after = known[1] if known is not None and known[0] == task.created_at else None
+        hot = await short_term.get_events(task_id, EventQuery(after_index=after))
         # What is durably stored, not what is still queued in this process.
         durable = writer.long_term
         stored = await durable.get_task(task_id)
-        stored_ids = {e.id for e in await durable.get_events(task_id, EventQuery())}
+        stored_ids = {
+            e.id for e in await durable.get_events(task_id, EventQuery(after_index=after))
+        }
         missing = [e for e in hot if e.id not in stored_ids]
+        self._remember(task, hot, missing)
         snapshot_missing = (
             stored is None or stored.status != task.status or stored.updated_at != task.updated_at
         )
@@ -308,3 +322,13 @@ class ArchiveChecker:
             expected_last_index=last,
         )
         return 0
+
+    def _remember(self, task: Task, hot: list[TaskEvent], missing: list[TaskEvent]) -> None:
+        """Advance the task's verified prefix to just before its first missing event."""
+        first_missing = min((e.index for e in missing), default=None)
+        verified = [e.index for e in hot if first_missing is None or e.index < first_missing]
+        if not verified:
+            return
+        if len(self._verified) >= _VERIFIED_MAX and task.id not in self._verified:
+            self._verified.clear()  # a bound, not a cache policy: it only saves reads
+        self._verified[task.id] = (task.created_at, max(verified))
