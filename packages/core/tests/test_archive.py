@@ -624,12 +624,16 @@ class Refusing(MemoryLongTermStore):
 
     async def save_events(self, events: Sequence[TaskEvent]) -> None:
         if self.refuse and any(e.type == "poison" for e in events):
-            raise RuntimeError("value refused by the store")
+            # As PostgreSQL does, the second line quotes the refused row.
+            raise RuntimeError("value refused by the store\nDETAIL:  Failing row contains (secret)")
         await super().save_events(events)
         self.saved.update(e.id for e in events)
 
 
-async def test_a_poison_task_backs_off_alone_and_is_reported() -> None:
+async def test_a_poison_task_backs_off_alone_and_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="taskcast")
     failures: list[tuple[str, str, int]] = []
     hooks = TaskcastHooks(
         on_archive_failed=lambda task_id, error, attempts: failures.append(
@@ -657,7 +661,7 @@ async def test_a_poison_task_backs_off_alone_and_is_reported() -> None:
         assert stored == {poison[0].id, poison[2].id}
         failing = writer.failing()
         assert failing["tasks"] == 1 and failing["writes"] == 1
-        assert "value refused" in failing["lastError"]
+        assert failing["lastError"] == "RuntimeError: value refused by the store"
         assert writer.health()["degraded"] is True and writer.backlog == 0
         # Reported through the engine's hook, attempt by attempt, backing off: not spinning.
         assert failures and {f[0] for f in failures} == {bad.id}
@@ -669,3 +673,8 @@ async def test_a_poison_task_backs_off_alone_and_is_reported() -> None:
         stored = {e.id for e in await archive.get_events(bad.id, EventQuery())}
         assert poison[1].id in stored
         assert writer.failing()["tasks"] == 0 and writer.health()["degraded"] is False
+    # Reported, and logged at ERROR once, without the refused row's content.
+    assert "secret" not in caplog.text
+    refusals = [r for r in caplog.records if "refuses writes of task" in r.getMessage()]
+    assert [r.levelname for r in refusals][:1] == ["ERROR"]
+    assert all(r.levelname == "DEBUG" for r in refusals[1:])

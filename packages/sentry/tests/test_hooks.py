@@ -215,7 +215,8 @@ async def test_dropped_event_reported(sentry_transport: CapturingTransport) -> N
 
 class _RefusingArchive(MemoryLongTermStore):
     async def save_events(self, events: Sequence[TaskEvent]) -> None:
-        raise RuntimeError("value out of range")
+        # As PostgreSQL does, the second line quotes the refused row.
+        raise RuntimeError("value out of range\nDETAIL:  Failing row contains (secret)")
 
 
 async def test_archive_failure_reported_once_per_task(
@@ -232,10 +233,17 @@ async def test_archive_failure_reported_once_per_task(
             if archive.failing()["tasks"] and archive._failing[task.id].attempts >= 2:
                 break
             await asyncio.sleep(0.05)
-    refused = [e for e in sentry_transport.events if _exception(e)["type"] == "RuntimeError"]
+    refused = [
+        e for e in sentry_transport.events if _exception(e)["type"] == "ArchiveWriteRefusedError"
+    ]
     assert len(refused) == 1
+    assert _exception(refused[0])["value"] == (
+        f"Archive writes refused [{task.id}]: RuntimeError: value out of range"
+    )
     assert refused[0]["tags"]["task_id"] == task.id
-    assert refused[0]["tags"]["operation"] == "archive"
+    assert refused[0]["tags"]["error_type"] == "RuntimeError"
+    assert refused[0]["fingerprint"] == ["taskcast.archive_refused", "RuntimeError"]
+    assert "secret" not in str(sentry_transport.events)
 
 
 async def test_exploding_transport_never_breaks_the_engine(exploding_sentry: None) -> None:

@@ -120,6 +120,22 @@ class _Failing:
         return self.snapshot or (event_id is not None and event_id in self.events)
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of the message, at most 300 characters. A database's later lines can
+    quote the refused row (PostgreSQL's ``DETAIL: Failing row contains (...)``, the JSON
+    ``CONTEXT``): event data must not reach the public ``/health/detail``, the logs or the
+    hooks' reasons that way."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= 300 else text[:299] + "\u2026"
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (see :func:`_first_line`)."""
+    line = _first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 def _newer(candidate: Task, current: Task) -> bool:
     """Whether ``candidate`` should replace ``current`` (terminal wins, then updated_at)."""
     if candidate.is_terminal != current.is_terminal:
@@ -238,7 +254,7 @@ class ArchiveWriter:
             "tasks": len(records),
             "writes": sum(r.size for r in records),
             "oldestAgeSeconds": round(max(0.0, time.time() - min(r.since for r in records)), 3),
-            "lastError": None if newest.error is None else repr(newest.error),
+            "lastError": None if newest.error is None else _describe_error(newest.error),
         }
 
     def health(self) -> dict[str, Any]:
@@ -659,10 +675,10 @@ class ArchiveWriter:
 
     async def _backoff(self, failures: int, exc: BaseException, abort: StopSignal) -> None:
         if self._state != "retrying":
-            logger.warning("archive writes failing, will retry: %r", exc)
+            logger.warning("archive writes failing, will retry: %s", _describe_error(exc))
         self._state = "retrying"
         self._failures = failures
-        self._last_error = repr(exc)
+        self._last_error = _describe_error(exc)
         await abort.sleep(self.retry.delay(failures))
 
     def _succeeded(self, entries: list[_Entry]) -> None:
@@ -693,16 +709,17 @@ class ArchiveWriter:
     async def _fail(self, entries: list[_Entry], exc: BaseException) -> None:
         """Mark the entries' tasks failing; park their writes (or drop them, see retry)."""
         loop_now = asyncio.get_running_loop().time()
-        self._last_error = repr(exc)
+        described = _describe_error(exc)
+        self._last_error = described
         for entry in entries:
             failing = self._failing.get(entry.task_id)
             if failing is None:
                 failing = self._failing[entry.task_id] = _Failing(entry.task_id, time.time())
                 logger.error(
                     "archive store refuses writes of task %s (retried on its own schedule; "
-                    "other tasks are not held up): %r",
+                    "other tasks are not held up): %s",
                     entry.task_id,
-                    exc,
+                    described,
                 )
             counted = failing.retry_at <= loop_now
             if counted:
@@ -710,7 +727,9 @@ class ArchiveWriter:
                 failing.attempts += 1
                 failing.retry_at = loop_now + self.retry.failing_delay(failing.attempts)
             else:
-                logger.debug("archive store refuses writes of task %s: %r", entry.task_id, exc)
+                logger.debug(
+                    "archive store refuses writes of task %s: %s", entry.task_id, described
+                )
             failing.error = exc
             if entry.task is not None:
                 failing.snapshot = True
@@ -744,10 +763,15 @@ class ArchiveWriter:
         # Logged at ERROR once per write: submitted again and refused again, it is DEBUG
         # (the failing task is reported by health and on_failure instead).
         log = logger.error if fresh or failing.attempts <= 1 else logger.debug
-        log("archive gave up on %d writes of task %s for now: %r", entry.size, entry.task_id, exc)
+        log(
+            "archive gave up on %d writes of task %s for now: %s",
+            entry.size,
+            entry.task_id,
+            _describe_error(exc),
+        )
         if self.on_drop is not None and fresh:
             try:
-                result = self.on_drop(fresh, str(exc))
+                result = self.on_drop(fresh, _first_line(exc))
                 if inspect.isawaitable(result):
                     await result
             except Exception:

@@ -13,6 +13,7 @@
 from importlib.metadata import version as _dist_version
 
 from ._hooks import (
+    ArchiveWriteRefusedError,
     EventDroppedError,
     SentryOptions,
     TaskFailedError,
@@ -22,6 +23,7 @@ from ._hooks import (
 )
 
 __all__ = [
+    "ArchiveWriteRefusedError",
     "EventDroppedError",
     "SentryOptions",
     "TaskFailedError",

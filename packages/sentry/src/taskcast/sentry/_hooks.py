@@ -19,6 +19,7 @@ import sentry_sdk
 from taskcast.core import Task, TaskcastError, TaskcastHooks, TaskEvent
 
 __all__ = [
+    "ArchiveWriteRefusedError",
     "EventDroppedError",
     "SentryOptions",
     "TaskFailedError",
@@ -43,6 +44,10 @@ class TaskTimedOutError(TaskcastError):
 
 class EventDroppedError(TaskcastError):
     """Reported (never raised) when an event could not be archived to the long-term store."""
+
+
+class ArchiveWriteRefusedError(TaskcastError):
+    """Reported (never raised) when the long-term store starts refusing a task's writes."""
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -135,8 +140,10 @@ def sentry_hooks(options: SentryOptions | None = None) -> TaskcastHooks:
     * unhandled error: the error, tags ``operation``, ``task_id``.
     * event dropped: ``EventDroppedError("Event dropped [<event id>]: <reason>")``, tags
       ``task_id``, ``event_type``.
-    * archive writes refused: the store's error, tags ``task_id``, ``operation``
-      (``archive``); once per failing task (its later attempts are backed-off retries).
+    * archive writes refused: ``ArchiveWriteRefusedError("Archive writes refused [<task
+      id>]: <error type>: <first line of its message>")`` (later lines of a database error
+      can quote the refused row), tags ``task_id``, ``error_type``; once per failing task
+      (its later attempts are backed-off retries); grouped by error type.
     """
     opts = options or SentryOptions()
 
@@ -208,7 +215,13 @@ def sentry_hooks(options: SentryOptions | None = None) -> TaskcastHooks:
     def on_archive_failed(task_id: str, error: BaseException, attempts: int) -> None:
         if attempts != 1:
             return
-        _capture(error, tags={"taskcast": "true", "task_id": task_id, "operation": "archive"})
+        lines = str(error).strip().splitlines()
+        message = type(error).__name__ + (f": {lines[0]}" if lines else "")
+        _capture(
+            ArchiveWriteRefusedError(f"Archive writes refused [{task_id}]: {message}"),
+            tags={"taskcast": "true", "task_id": task_id, "error_type": type(error).__name__},
+            fingerprint=["taskcast.archive_refused", type(error).__name__],
+        )
 
     def on_task_transitioned(task: Task, previous: str, status: str) -> None:
         _breadcrumb(
