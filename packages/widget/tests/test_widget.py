@@ -185,6 +185,15 @@ async def test_unknown_task_is_404(engine: TaskEngine) -> None:
     assert fragment.status_code == 404
 
 
+async def test_an_id_no_task_can_have_is_404_not_500(engine: TaskEngine) -> None:
+    app = Starlette(routes=[Mount("/widget", widget_router(engine=engine))])
+    async with client(app) as http:
+        for task_id in ("%2E%2E", "a%00b", "x" * 300):
+            page = await http.get(f"/widget/tasks/{task_id}")
+            assert page.status_code == 404 and "Task not found" in page.text
+            assert (await http.get(f"/widget/tasks/{task_id}/fragment")).status_code == 404
+
+
 async def test_remote_mode_renders_a_shell_for_any_task() -> None:
     router = widget_router(
         taskcast_url="https://tasks.example.com", with_credentials=True, log_limit=5

@@ -226,8 +226,10 @@ def build_view(
 
 async def load_view(engine: TaskEngine, task_id: str, *, log_limit: int = 200) -> TaskView | None:
     """Read a task and its collapsed history from an in-process engine; ``None`` if unknown."""
-    from taskcast.core import Collapser, EventQuery
+    from taskcast.core import Collapser, EventQuery, task_id_problem
 
+    if task_id_problem(task_id, engine.limits.max_id_chars) is not None:
+        return None  # no task can have this id (the engine would refuse it: HTTP 400)
     task = await engine.get_task(task_id)
     if task is None:
         return None
