@@ -8,6 +8,7 @@ queue; the survivor's check must find the writes and archive them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from taskcast.core import (
     ArchiveCheckConfig,
     ArchiveWriter,
+    ConfigError,
     EventInput,
     EventQuery,
     MemoryLongTermStore,
@@ -201,3 +203,23 @@ async def test_a_busy_task_is_compared_from_where_the_last_check_left_off(
         await asyncio.sleep(0.1)
         assert await checker.check() == 0
         assert archive.event_reads == [None, 4] and await pending(e) == []
+
+
+class UnmigratedArchive(MemoryLongTermStore):
+    async def get_task(self, task_id: str) -> Any:
+        raise ConfigError("The PostgreSQL schema is missing; run `taskcast migrate`")
+
+
+async def test_a_check_failing_the_same_way_warns_once(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="taskcast.core.archive_check")
+    # The writer lingers: nothing is written, so the check always finds the task due.
+    writer = ArchiveWriter(UnmigratedArchive(), linger=3600)
+    async with engine(redis_url, prefix, writer) as e:
+        await e.create_task()
+        # Past the grace period, then past the lease the failed check left on the task.
+        await asyncio.sleep(FAST.grace_seconds + FAST.lease_ms / 1000 + 1)
+    failed = [r for r in caplog.records if r.getMessage().startswith("archive check failed")]
+    assert len(failed) >= 2
+    assert [r.levelname for r in failed].count("WARNING") == 1

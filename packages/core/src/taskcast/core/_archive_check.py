@@ -142,6 +142,7 @@ class ArchiveChecker:
         self._oldest: int | None = None
         self._last_gap = 0
         self._checked_at: int | None = None
+        self._last_warning: str | None = None
         # Task id -> (its createdAt, an index up to which this process found every hot event
         # archived): a busy task is checked again every grace period, and comparing only
         # what came after keeps each check's cost to the new events, not the whole history.
@@ -211,7 +212,12 @@ class ArchiveChecker:
                 # The archive or the hot store is down: writers retry, nothing to compare.
                 logger.debug("archive check skipped: %s", exc)
             except TaskcastError as exc:
-                logger.warning("archive check failed: %s", exc)
+                # A missing schema fails every check the same way: said once, not every
+                # interval.
+                text = str(exc)
+                level = logging.DEBUG if text == self._last_warning else logging.WARNING
+                logger.log(level, "archive check failed: %s", text)
+                self._last_warning = text
             except Exception as exc:  # the loop must survive a store hiccup
                 logger.exception("archive check failed")
                 await self._engine.hooks.fire_unhandled(exc, {"operation": "archive-check"})
@@ -236,6 +242,8 @@ class ArchiveChecker:
             if stop is not None and stop.is_set():
                 break
             requeued += await self._check_task(store, task_id, since, cutoff)
+        if claimed:
+            self._last_warning = None  # compared tasks again: a new failure is news
         self._overdue, self._oldest = await store.unarchived_overdue(
             now_ms() - self.config.overdue_ms
         )
