@@ -17,6 +17,7 @@ from taskcast.core import TaskEngine, WebhookOutbox
 from . import _events, _health, _tasks, _webhook_routes
 from ._auth import Authenticator, NoAuth
 from ._config import ServerConfig
+from ._docs import install_docs
 from ._errors import install_error_handlers
 from ._metrics import install_metrics
 from ._schemas import CreateTaskBody, EventBody, ResolveBody, TransitionBody
@@ -97,6 +98,8 @@ def create_app(
         title=config.title,
         version=config.version,
         lifespan=lifespan,
+        # /docs is served by install_docs, with Swagger UI's assets from the package.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.engine = engine
@@ -105,6 +108,7 @@ def create_app(
     app.state.webhooks = WebhookDispatcher(engine, webhooks, outbox=webhook_outbox)
     app.state.started_at = time.monotonic()
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(_health.router)
     app.include_router(_tasks.router)
     app.include_router(_events.router)
