@@ -200,7 +200,8 @@ def test_logs_json_lines(url: str, clean_env: Path) -> None:
     _publish(url, task_id, {"type": "llm.delta", "level": "info", "data": {"text": "hi"}})
     _status(url, task_id, "failed")
     result = invoke("logs", task_id, "--url", url, "--json", "--types", "llm.*")
-    assert result.exit_code == 0, result.output
+    # A task that failed is not a success: exit 3 (1 is "could not follow it").
+    assert result.exit_code == 3, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[-1] == {"done": "failed"}
     (event,) = lines[:-1]
@@ -263,7 +264,20 @@ def test_tail_json_and_failures(url: str, jwt_url: str) -> None:
     _publish(url, task_id, {"type": "x.1", "level": "info", "data": 1})
     thread.join(10)
     (line,) = stdout.getvalue().splitlines()
-    assert json.loads(line)["type"] == "x.1" and json.loads(line)["taskId"] == task_id
+    # The REST event shape, as `logs --json` prints (not the SSE envelope).
+    event = json.loads(line)
+    history = httpx.get(f"{url}/tasks/{task_id}/events/history").json()
+    assert event == {**history[1], "filteredIndex": 0}
+    assert set(event) == {
+        "id",
+        "taskId",
+        "index",
+        "timestamp",
+        "type",
+        "level",
+        "data",
+        "filteredIndex",
+    }
 
     err = io.StringIO()
     assert tail(jwt_url, out=Output(err_file=err)) == 1
@@ -277,11 +291,32 @@ def test_tail_json_and_failures(url: str, jwt_url: str) -> None:
         "http://x",
         out=Output(err_file=err),
         transport=httpx.MockTransport(refused),
-        max_failures=1,
+        give_up_after=0.05,
         retry_delay=0.001,
     )
     assert code == 1
     assert err.getvalue() == "FAIL \u2014 cannot reach http://x: connection refused\n"
+
+
+def test_tail_reconnects_for_a_time_budget_not_a_count() -> None:
+    # Ten quick refusals (a restarting server) used to exhaust 5 attempts in no time.
+    calls = []
+    frame = (
+        'event: taskcast.event\ndata: {"taskId":"t1","type":"a","level":"info",'
+        '"timestamp":0,"data":1}\n\n'
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) <= 10:
+            raise httpx.ConnectError("Connection refused", request=request)
+        return httpx.Response(200, text=frame, headers={"content-type": "text/event-stream"})
+
+    stdout, err = io.StringIO(), io.StringIO()
+    out = Output(file=stdout, err_file=err)
+    code = tail("http://x", count=1, out=out, transport=httpx.MockTransport(handler), retry_delay=0)
+    assert code == 0, err.getvalue()
+    assert len(calls) == 11
 
 
 def test_tail_reopens_a_stream_the_server_ended() -> None:

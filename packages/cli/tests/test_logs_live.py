@@ -123,6 +123,58 @@ def test_logs_follows_a_live_task_across_a_server_restart(tmp_path: Path) -> Non
     ]
 
 
+def test_logs_waits_out_a_server_down_longer_than_5_short_retries(tmp_path: Path) -> None:
+    # With a 200 ms retry: hint, 5 attempts used to be spent within ~3-6 s although the docs
+    # promise ~15 s: a server down for 8 s ended `logs` with exit 1.
+    port = _free_port()
+    server = _server(tmp_path, port)
+    url = server.url
+    task_id = _api(url, "POST", "/tasks", {"type": "llm.chat"})["id"]
+    _api(url, "PATCH", f"/tasks/{task_id}/status", {"status": "running"})
+    logs = _logs(tmp_path, task_id, url, "--json")
+    try:
+        assert logs.stdout is not None
+        _read_json_lines(logs.stdout, 1)  # running
+        server.stop(signal.SIGKILL)
+        down_until = time.monotonic() + 8
+        while time.monotonic() < down_until:
+            assert logs.poll() is None, logs.communicate()
+            time.sleep(0.2)
+        server = _server(tmp_path, port)
+        _api(url, "PATCH", f"/tasks/{task_id}/status", {"status": "failed"})
+        out, err = logs.communicate(timeout=30)
+    finally:
+        if logs.poll() is None:
+            logs.kill()
+            logs.communicate()
+        server.stop()
+    # Followed to the end; a failed task is exit 3, not 0 and not 1 ("could not follow").
+    assert logs.returncode == 3, err
+    assert [json.loads(line) for line in out.splitlines()][-1] == {"done": "failed"}
+
+
+def test_logs_gives_up_on_a_server_that_stays_away(tmp_path: Path) -> None:
+    server = _server(tmp_path, _free_port())
+    task_id = _api(server.url, "POST", "/tasks", {})["id"]
+    _api(server.url, "PATCH", f"/tasks/{task_id}/status", {"status": "running"})
+    logs = _logs(tmp_path, task_id, server.url, "--json")
+    try:
+        assert logs.stdout is not None
+        _read_json_lines(logs.stdout, 1)
+        server.stop(signal.SIGKILL)
+        gone = time.monotonic()
+        _, err = logs.communicate(timeout=40)
+        waited = time.monotonic() - gone
+    finally:
+        if logs.poll() is None:
+            logs.kill()
+            logs.communicate()
+    assert logs.returncode == 1
+    assert err == f"FAIL \u2014 cannot reach {server.url}: connection refused\n"
+    # The documented budget: about 15 s (plus at most one delay of up to 5 s).
+    assert 15 <= waited < 25
+
+
 def _tmux(socket_path: Path, *args: str) -> str:
     return subprocess.run(
         ["tmux", "-S", str(socket_path), *args],

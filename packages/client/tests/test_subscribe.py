@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -293,6 +294,19 @@ async def test_gives_up_after_max_attempts(mode: str, script: Any) -> None:
     assert len(script.requests) == 3
 
 
+async def test_gives_up_on_a_time_budget_not_a_count(mode: str, script: Any) -> None:
+    # A short retry: hint makes attempts cheap: a budget of time is what a user waits, so
+    # many quick failures within it are retried (taskcast logs used to stop after 5).
+    for _ in range(200):
+        script.fail(httpx.ConnectError("refused"))
+    config = ReconnectConfig(initial_delay=0.01, max_delay=0.01, jitter=0, max_elapsed=0.5)
+    started = time.monotonic()
+    with pytest.raises(StreamInterruptedError, match="refused"):
+        await collect(mode, script, client_kwargs={"reconnect": config})
+    assert time.monotonic() - started >= 0.5
+    assert 10 < len(script.requests) < 200
+
+
 async def test_reconnect_disabled(mode: str, script: Any, frames: Any) -> None:
     script.stream(frames.event(0))
     with pytest.raises(StreamInterruptedError, match=r"closed without taskcast\.done") as info:
@@ -415,6 +429,10 @@ def test_reconnect_config() -> None:
     assert 0.5 <= jittered <= 1
     assert not config.gives_up(100)
     assert ReconnectConfig(max_attempts=1).gives_up(2)
+    assert ReconnectConfig(max_elapsed=15).gives_up(1, 15.0)
+    assert not ReconnectConfig(max_elapsed=15).gives_up(1000, 14.9)
+    with pytest.raises(ValueError, match="max_elapsed"):
+        ReconnectConfig(max_elapsed=-1)
 
 
 def test_timeouts() -> None:

@@ -19,9 +19,24 @@ from rich.text import Text
 
 from ._output import Output, clock, format_event, short_id, status_style
 
-__all__ = ["logs", "tail", "tasks_cancel", "tasks_create", "tasks_inspect", "tasks_list"]
+__all__ = [
+    "RECONNECT_SECONDS",
+    "TASK_NOT_COMPLETED",
+    "logs",
+    "tail",
+    "tasks_cancel",
+    "tasks_create",
+    "tasks_inspect",
+    "tasks_list",
+]
 
 logger = logging.getLogger("taskcast.cli")
+
+RECONNECT_SECONDS = 15.0
+"""How long ``logs`` and ``tail`` keep reconnecting to a server that went away."""
+
+TASK_NOT_COMPLETED = 3
+"""Exit status of ``logs`` for a task that ended failed, timeout, cancelled or deleted."""
 
 
 class _Failed(Exception):
@@ -308,7 +323,9 @@ def logs(
 ) -> int:
     """Follow one task's stream (history, then live) until it ends; one line per event.
 
-    Ends with ``[DONE] <reason>`` (JSON: ``{"done": "<reason>"}``) and status 0. A dropped
+    Ends with ``[DONE] <reason>`` (JSON: ``{"done": "<reason>"}``) and status 0 when the
+    task completed, :data:`TASK_NOT_COMPLETED` when it failed, timed out, was cancelled or
+    was deleted (1 is reserved for "could not follow it"). A dropped
     connection or a restarted server is ridden out: the client reconnects with the last
     event id and the server replays only what was missed. ``[RESYNC]`` means the server no
     longer held that cursor and replayed what it retains.
@@ -322,8 +339,9 @@ def logs(
         TaskcastHTTPError,
     )
 
-    # A server restart is ridden out; a server that stays away for ~15 s is reported.
-    reconnect = reconnect or ReconnectConfig(max_attempts=5, max_delay=5.0)
+    # A server restart is ridden out; a server that stays away for ~15 s is reported. A time
+    # budget, not a count of attempts: a short `retry:` hint made 5 attempts last only ~3 s.
+    reconnect = reconnect or ReconnectConfig(max_elapsed=RECONNECT_SECONDS, max_delay=5.0)
     client = TaskcastClient(url, token=token, transport=transport, reconnect=reconnect)
     try:
         with client.subscribe(task_id, types=types, levels=levels) as subscription:
@@ -336,9 +354,9 @@ def logs(
                 else:
                     out.json(_wire(item))
                     out.line(format_event(item))
-            reason = subscription.done_reason
-            out.json({"done": reason})
-            out.line(Text(f"[DONE] {reason}", style="bold"))
+            done = subscription.done_reason
+            out.json({"done": done})
+            out.line(Text(f"[DONE] {done}", style=status_style(done or "") or "bold"))
     except NotFoundError:
         out.error(f"FAIL \u2014 no task {task_id} at {url}")
         return 1
@@ -352,7 +370,7 @@ def logs(
         return 1
     finally:
         client.close()
-    return 0
+    return 0 if done == "completed" else TASK_NOT_COMPLETED
 
 
 def tail(
@@ -364,7 +382,7 @@ def tail(
     count: int | None = None,
     out: Output,
     transport: httpx.BaseTransport | None = None,
-    max_failures: int = 5,
+    give_up_after: float = RECONNECT_SECONDS,
     retry_delay: float = 1.0,
     on_open: Callable[[], None] | None = None,
 ) -> int:
@@ -383,6 +401,7 @@ def tail(
         params["levels"] = ",".join(levels)
     seen = 0
     failures = 0
+    failing_since = 0.0
     timeout = httpx.Timeout(10.0, read=None)
     with httpx.Client(transport=transport, timeout=timeout) as http:
         while True:
@@ -417,14 +436,17 @@ def tail(
                         except ValueError:
                             continue
                         event = _Envelope(envelope)
-                        out.json(envelope)
+                        out.json(_rest_shape(envelope))
                         out.line(format_event(event, prefix=short_id(event.task_id)))
                         seen += 1
                         if count is not None and seen >= count:
                             return 0
             except (httpx.TransportError, SSEError) as exc:
                 failures += 1
-                if failures > max_failures:
+                if failures == 1:
+                    failing_since = time.monotonic()
+                # A time budget, as `logs`: a count of attempts runs out in seconds.
+                if time.monotonic() - failing_since >= give_up_after:
                     reason = _reason(exc) if isinstance(exc, httpx.HTTPError) else str(exc)
                     out.error(f"FAIL \u2014 cannot reach {url}: {reason}")
                     return 1
@@ -432,7 +454,27 @@ def tail(
             else:
                 # The server ended the stream (a graceful restart): reopen it.
                 failures += 1
+                if failures == 1:
+                    failing_since = time.monotonic()
             time.sleep(min(retry_delay * failures, 5.0))
+
+
+def _rest_shape(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A global-stream envelope as the task event JSON of the REST API, as ``logs --json``."""
+    out: dict[str, Any] = {
+        "id": envelope.get("eventId"),
+        "taskId": envelope.get("taskId"),
+        "index": envelope.get("rawIndex"),
+        "timestamp": envelope.get("timestamp"),
+        "type": envelope.get("type"),
+        "level": envelope.get("level"),
+        "data": envelope.get("data"),
+        "filteredIndex": envelope.get("filteredIndex"),
+    }
+    for key in ("seriesId", "seriesMode", "seriesAccField", "seriesSnapshot"):
+        if key in envelope:
+            out[key] = envelope[key]
+    return out
 
 
 class _Envelope:

@@ -438,9 +438,11 @@ def logs(
     levels: Annotated[list[str] | None, _LEVELS_OPTION] = None,
     as_json: Annotated[bool, _JSON_OPTION] = False,
 ) -> None:
-    """Follow a task's events live until it ends (exit 0).
+    """Follow a task's events live until it ends.
 
-    A dropped connection or a restarted server is resumed from the last event seen.
+    Exit status: 0 when the task completed, 3 when it failed, timed out, was cancelled or
+    deleted, 1 when the server could not be reached for 15 s or refused. A dropped
+    connection or a restarted server is resumed from the last event seen.
     """
     from ._client_cmds import logs as run_logs
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, Literal
 
@@ -215,6 +216,7 @@ class AsyncSubscription:
         client, state = self.client, self._state
         url = task_events_url(client.base_url, self.task_id)
         failures = 0
+        failing_since = 0.0
         refreshed = False
         while True:
             params, headers = state.begin(client.token)
@@ -249,7 +251,9 @@ class AsyncSubscription:
                     raise
                 failure = exc
             failures += 1
-            if client.reconnect.gives_up(failures):
+            if failures == 1:
+                failing_since = time.monotonic()
+            if client.reconnect.gives_up(failures, time.monotonic() - failing_since):
                 raise StreamInterruptedError(
                     f"Stream of task {self.task_id} interrupted: "
                     f"{failure or 'closed without taskcast.done'}"

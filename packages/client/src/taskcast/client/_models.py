@@ -133,19 +133,28 @@ class ReconnectConfig:
     """Fraction of each delay drawn at random, so clients cut together do not return together."""
     max_attempts: int | None = None
     """Consecutive failed attempts before :class:`StreamInterruptedError`; None retries forever."""
+    max_elapsed: float | None = None
+    """Seconds since the first of the current run of failures before
+    :class:`StreamInterruptedError`; None retries forever. A time budget, unlike
+    ``max_attempts``, does not shrink when the server's ``retry:`` hint is short."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("jitter must be between 0 and 1")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise ValueError("delays must be non-negative and multiplier at least 1")
+        if self.max_elapsed is not None and self.max_elapsed < 0:
+            raise ValueError("max_elapsed must be non-negative")
 
     def delay(self, failures: int, server_retry_ms: int | None) -> float:
         base = self.initial_delay if server_retry_ms is None else server_retry_ms / 1000
         delay: float = min(self.max_delay, base * self.multiplier ** (failures - 1))
         return delay * (1 - self.jitter * random.random())
 
-    def gives_up(self, failures: int) -> bool:
+    def gives_up(self, failures: int, elapsed: float = 0.0) -> bool:
+        """Whether to stop after ``failures`` consecutive failures spanning ``elapsed`` seconds."""
         if not self.enabled:
+            return True
+        if self.max_elapsed is not None and elapsed >= self.max_elapsed:
             return True
         return self.max_attempts is not None and failures > self.max_attempts

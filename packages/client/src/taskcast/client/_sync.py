@@ -188,6 +188,7 @@ class Subscription:
         client, state = self.client, self._state
         url = task_events_url(client.base_url, self.task_id)
         failures = 0
+        failing_since = 0.0
         refreshed = False
         while True:
             params, headers = state.begin(client.token)
@@ -222,7 +223,9 @@ class Subscription:
                     raise
                 failure = exc
             failures += 1
-            if client.reconnect.gives_up(failures):
+            if failures == 1:
+                failing_since = time.monotonic()
+            if client.reconnect.gives_up(failures, time.monotonic() - failing_since):
                 raise StreamInterruptedError(
                     f"Stream of task {self.task_id} interrupted: "
                     f"{failure or 'closed without taskcast.done'}"
