@@ -778,6 +778,8 @@ async def test_a_refused_archive_write_is_isolated_and_reported(
         assert archive["failing"]["tasks"] == 1 and archive["failing"]["writes"] == 1, archive
         assert "refuse_poison" in archive["failing"]["lastError"], archive
         assert archive["failing"]["oldestAgeSeconds"] >= 0
+        ready = await client.get(server.url + "/health/ready")
+        assert ready.status_code == 200 and ready.json()["degraded"] is True, ready.text
         text = (await client.get(server.url + "/metrics")).text
         assert metric(text, "taskcast_archive_failing_tasks") == 1
         # The constraint is lifted: the write gets through on the task's next attempt (the
@@ -802,5 +804,7 @@ async def test_a_refused_archive_write_is_isolated_and_reported(
         archive = detail["archive"]
         assert archive["failing"]["tasks"] == 0 and archive["gap"]["tasks"] == 0, archive
         assert archive["degraded"] is False, archive
+        ready = await client.get(server.url + "/health/ready")
+        assert ready.status_code == 200 and "degraded" not in ready.json(), ready.text
         text = (await client.get(server.url + "/metrics")).text
         assert metric(text, "taskcast_archive_failing_tasks") == 0

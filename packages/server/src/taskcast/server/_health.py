@@ -121,12 +121,20 @@ async def ready(request: Request) -> Response:
     deps = await _dependencies(request)
     ok = all(deps[name]["state"] == "healthy" for name in ("shortTermStore", "broadcast"))
     body: dict[str, Any] = {"ok": ok, "dependencies": deps}
-    archive = engine_of(request).archive
+    engine = engine_of(request)
+    archive = engine.archive
     long_term = deps.get("longTermStore")
     # The archive is written behind the publisher: while it fails, writes queue up and are
-    # retried, so serving continues (200) but reports the degradation and the backlog.
+    # retried, so serving continues (200) but reports the degradation and the backlog. So
+    # do writes the archive refuses (failing tasks) and a gap a killed instance left, as of
+    # the gap check's last count (readiness is polled often: it does not count afresh).
     if archive is not None and long_term is not None:
-        if long_term["state"] != "healthy" or archive.state == "retrying":
+        checker = engine.archive_checker
+        if (
+            long_term["state"] != "healthy"
+            or archive.health()["degraded"]
+            or (checker is not None and checker.overdue > 0)
+        ):
             body["degraded"] = True
             body["backlog"] = archive.backlog
     return json_response(body, 200 if ok else 503)
