@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -47,9 +47,17 @@ def command(args: Sequence[str]) -> list[str]:
 
 
 def start(
-    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 20
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float = 20,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Running:
-    """Start the server and wait for its "listening" line (it binds port 0 by default)."""
+    """Start the server and wait for its "listening" line (it binds port 0 by default).
+
+    ``preexec_fn`` runs in the child before the server starts (e.g. to set its rlimits).
+    """
     proc = subprocess.Popen(
         command(args),
         cwd=cwd,
@@ -58,6 +66,7 @@ def start(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
     running = Running(proc)
     deadline = time.monotonic() + timeout

@@ -115,6 +115,11 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
         "maxPageSize": 10,
         "queueLimit": 8,
         "eventCacheBytes": 32 * 1024 * 1024,
+        "maxHeaderBytes": 64 * 1024,
+        "maxHeaders": 100,
+        "maxUrlBytes": 8 * 1024,
+        "headerTimeoutSeconds": 15.0,
+        "maxConnections": None,
     }
     assert data["processes"] == 2
     assert data["auth"]["mode"] == "jwt"

@@ -98,6 +98,11 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_MAX_PAGE_SIZE": "16",
         "TASKCAST_QUEUE_LIMIT": "14",
         "TASKCAST_EVENT_CACHE_BYTES": "0",
+        "TASKCAST_MAX_HEADER_BYTES": "15",
+        "TASKCAST_MAX_HEADERS": "16",
+        "TASKCAST_MAX_URL_BYTES": "17",
+        "TASKCAST_HEADER_TIMEOUT_SECONDS": "1.5",
+        "TASKCAST_MAX_CONNECTIONS": "18",
         "TASKCAST_AUTH_MODE": "JWT",
         "TASKCAST_JWT_ALGORITHM": "RS256",
         "TASKCAST_JWT_SECRET": "sec",
@@ -148,6 +153,8 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert (s.limits.max_id_chars, s.limits.max_name_chars) == (20, 21)
     assert (s.limits.default_page_size, s.limits.max_page_size) == (15, 16)
     assert s.limits.event_cache_bytes == 0
+    assert (s.limits.max_header_bytes, s.limits.max_headers, s.limits.max_url_bytes) == (15, 16, 17)
+    assert (s.limits.header_timeout_seconds, s.limits.max_connections) == (1.5, 18)
     assert s.auth.mode == "jwt"
     jwt = s.auth.jwt
     assert (jwt.algorithm, jwt.secret, jwt.public_key) == ("RS256", "sec", "pem")

@@ -35,10 +35,23 @@ from uvicorn.supervisors import Multiprocess
 from taskcast.core import TaskcastError, TaskEngine
 
 from ._build import build, check_db_path, describe_storage
+from ._connections import (
+    ConnectionLimits,
+    LimitedConfig,
+    default_max_connections,
+    raise_open_files_limit,
+)
 from ._errors import SettingsError, StartupError
 from ._settings import TaskcastSettings
 
-__all__ = ["SETTINGS_ENV", "TaskcastServer", "bind_socket", "freeze_startup_objects", "serve"]
+__all__ = [
+    "SETTINGS_ENV",
+    "TaskcastServer",
+    "bind_socket",
+    "connection_limits",
+    "freeze_startup_objects",
+    "serve",
+]
 
 logger = logging.getLogger("taskcast.cli")
 
@@ -169,11 +182,33 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def connection_limits(settings: TaskcastSettings) -> ConnectionLimits:
+    """The limits on connections, after raising this process's open files limit (which the
+    worker processes of ``--workers N`` inherit)."""
+    descriptor_limit = raise_open_files_limit()
+    limits = settings.limits
+    max_connections = limits.max_connections or default_max_connections(descriptor_limit)
+    logger.debug(
+        "at most %d open connections per process (open files limit %s)",
+        max_connections,
+        descriptor_limit,
+    )
+    return ConnectionLimits(
+        max_header_bytes=limits.max_header_bytes,
+        max_headers=limits.max_headers,
+        max_url_bytes=limits.max_url_bytes,
+        header_timeout_seconds=limits.header_timeout_seconds,
+        max_connections=max_connections,
+        descriptor_limit=descriptor_limit,
+    )
+
+
 def _uvicorn_config(
     app: object, settings: TaskcastSettings, log_config: dict[str, object], **extra: object
 ) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+    return LimitedConfig(
+        app,
+        connection_limits=connection_limits(settings),
         host=settings.host,
         port=settings.port,
         log_config=log_config,
@@ -182,7 +217,7 @@ def _uvicorn_config(
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
         server_header=False,
         lifespan="on",
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

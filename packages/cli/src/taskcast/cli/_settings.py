@@ -172,6 +172,18 @@ class LimitsSettings(_Section):
     event_cache_bytes: int = Field(DEFAULT_CACHE_BYTES, ge=0)
     """Memory (estimated) the SQLite or Redis store keeps for events it has decoded, by
     their stored JSON, so a history replayed again is not parsed and encoded again; 0 = off."""
+    max_header_bytes: int = Field(64 * 1024, gt=0)
+    """Largest request head, request line included (HTTP 431 beyond)."""
+    max_headers: int = Field(100, gt=0)
+    """Most headers in one request (HTTP 431 beyond)."""
+    max_url_bytes: int = Field(8 * 1024, gt=0)
+    """Longest request target, path and query (HTTP 414 beyond)."""
+    header_timeout_seconds: float = Field(15.0, gt=0)
+    """A request head not complete within this long is answered 408 and closed (slowloris)."""
+    max_connections: int | None = Field(None, gt=0)
+    """Open connections per server process, SSE streams included, beyond which a new one is
+    answered 503; None = the open files limit (raised to its hard limit at start) less a
+    tenth, at least 64, kept for the stores."""
 
     @field_validator("default_page_size")
     @classmethod

@@ -10,11 +10,11 @@ Once the status line and headers are out, an SSE response is only a sequence of 
 chunks until the connection ends, so there is nothing uvicorn still has to do. For its
 httptools protocol (the one it picks whenever httptools is installed) we take the
 connection over: the transport gets a small protocol of our own, uvicorn's request task
-returns (its cycle marked complete, so it neither logs nor closes), its protocol object is
-dropped from the server's connection set and freed, and one task of ours writes the
-frames with the same chunked framing uvicorn would have used. That task is registered in
-uvicorn's task set, so a graceful shutdown still waits for it (Taskcast's own shutdown ends
-every stream first). Other servers, h11, or a ``send`` wrapped by a host's middleware are
+returns (its cycle marked complete, so it neither logs nor closes), its protocol object
+is freed, our protocol takes its place in the server's connection set (so that a cap on
+connections counts open streams), and one task of ours writes the frames with the same
+chunked framing uvicorn would have used. That task is registered in uvicorn's task set, so
+a graceful shutdown still waits for it (Taskcast's own shutdown ends every stream first). Other servers, h11, or a ``send`` wrapped by a host's middleware are
 served by :meth:`SSEResponse.stream_body` inside the request as before.
 
 After the last chunk the connection is closed rather than returned to uvicorn for another
@@ -87,12 +87,13 @@ def take_over(send: Send) -> SSEConnection | None:
     connections = getattr(protocol, "connections", None)
     if id(getattr(protocol, "cycle", None)) != id(cycle) or tasks is None or connections is None:
         return None
-    connection = SSEConnection(transport, tasks, paused=cycle.flow.write_paused)
+    connection = SSEConnection(transport, tasks, connections, paused=cycle.flow.write_paused)
     transport.set_protocol(connection)
     # uvicorn's request task returns quietly once the response counts as complete, and its
     # protocol is freed once it is out of the server's connection set.
     cycle.response_complete = True
     connections.discard(protocol)
+    connections.add(connection)
     if cycle.flow.read_paused:
         transport.resume_reading()  # EOF from the client is seen only while reading
     return connection
@@ -101,11 +102,19 @@ def take_over(send: Send) -> SSEConnection | None:
 class SSEConnection(asyncio.Protocol):
     """The transport's protocol after the take-over: writes body chunks, notices the end."""
 
-    __slots__ = ("_closed", "_drained", "_paused", "_task", "_tasks", "_transport")
+    __slots__ = ("_closed", "_connections", "_drained", "_paused", "_task", "_tasks", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, tasks: set[Any], *, paused: bool) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        tasks: set[Any],
+        connections: set[Any],
+        *,
+        paused: bool,
+    ) -> None:
         self._transport = transport
         self._tasks = tasks
+        self._connections = connections
         self._paused = paused
         self._closed = False
         self._drained: asyncio.Future[None] | None = None
@@ -128,6 +137,7 @@ class SSEConnection(asyncio.Protocol):
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
         self._closed = True
         self._wake()
         task = self._task
@@ -135,6 +145,12 @@ class SSEConnection(asyncio.Protocol):
             # The stream generator gets one CancelledError at its current await and closes
             # its subscription.
             task.cancel()
+
+    # -- uvicorn's connection interface ------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown asks each connection to finish: nothing to do here,
+        Taskcast's shutdown ends every stream (with a ``retry:`` hint) and the pump closes."""
 
     # -- writing -----------------------------------------------------------------------------
 
