@@ -31,7 +31,7 @@ from taskcast.core import TaskEngine
 from ._build import build
 from ._files import load_config_file
 from ._resolve import file_layer, load_settings
-from ._serve import SETTINGS_ENV, end_streams_until, freeze_startup_objects
+from ._serve import METRICS_DIR_ENV, SETTINGS_ENV, end_streams_until, freeze_startup_objects
 from ._settings import TaskcastSettings
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def settings_from_env() -> TaskcastSettings:
 
 def build_app() -> FastAPI:
     """Build this process's engine and application from :func:`settings_from_env`."""
-    built = build(settings_from_env())
+    built = build(settings_from_env(), metrics_dir=os.environ.get(METRICS_DIR_ENV))
     _chain_shutdown_signals(built.engine)
     _freeze_after_startup(built.app)
     return built.app

@@ -240,8 +240,12 @@ def build_engine(settings: TaskcastSettings) -> TaskEngine:
     )
 
 
-def build(settings: TaskcastSettings) -> Built:
-    """The engine and the FastAPI application serving it."""
+def build(settings: TaskcastSettings, *, metrics_dir: str | None = None) -> Built:
+    """The engine and the FastAPI application serving it.
+
+    ``metrics_dir``: the directory this process shares its metrics in with the other worker
+    processes of ``--workers N`` (``ServerConfig.metrics_dir``).
+    """
     from taskcast.server import AdminConfig, ServerConfig, admin_router, create_app
 
     engine = build_engine(settings)
@@ -257,6 +261,7 @@ def build(settings: TaskcastSettings) -> Built:
         cors_origins=tuple(settings.cors) or None,
         queue_limit=settings.limits.queue_limit,
         metrics=settings.metrics,
+        metrics_dir=metrics_dir,
         opentelemetry=settings.opentelemetry,
     )
     jwt = _jwt_config(settings)

@@ -23,6 +23,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -45,6 +46,7 @@ from ._errors import SettingsError, StartupError
 from ._settings import TaskcastSettings
 
 __all__ = [
+    "METRICS_DIR_ENV",
     "SETTINGS_ENV",
     "TaskcastServer",
     "bind_socket",
@@ -57,6 +59,9 @@ logger = logging.getLogger("taskcast.cli")
 
 SETTINGS_ENV = "TASKCAST_CLI_SETTINGS"
 """Environment variable carrying the resolved settings (JSON) to worker processes."""
+METRICS_DIR_ENV = "TASKCAST_CLI_METRICS_DIR"
+"""Environment variable naming the directory the worker processes share their metrics in
+(``ServerConfig.metrics_dir``), so ``/metrics`` answers for all of them."""
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -322,6 +327,12 @@ def _serve_processes(
         raise StartupError(f"cannot start: {_one_line(exc)}") from None
     sock = bind_socket(settings.host, settings.port)
     os.environ[SETTINGS_ENV] = settings.to_json()
+    # Made and removed by this process, which outlives every worker.
+    metrics_dir = (
+        tempfile.TemporaryDirectory(prefix="taskcast-metrics-") if settings.metrics else None
+    )
+    if metrics_dir is not None:
+        os.environ[METRICS_DIR_ENV] = metrics_dir.name
     config = _uvicorn_config(
         "taskcast.cli._app:build_app",
         settings,
@@ -341,6 +352,9 @@ def _serve_processes(
     finally:
         sock.close()
         os.environ.pop(SETTINGS_ENV, None)
+        os.environ.pop(METRICS_DIR_ENV, None)
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
     sys.stderr.flush()
 
 

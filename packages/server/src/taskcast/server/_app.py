@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from taskcast.core import TaskEngine, WebhookOutbox
 
-from . import _events, _health, _tasks, _webhook_routes
+from . import _archives, _events, _health, _tasks, _webhook_routes
 from ._auth import Authenticator, NoAuth
 from ._config import ServerConfig
 from ._docs import install_docs
@@ -23,6 +23,9 @@ from ._metrics import install_metrics
 from ._schemas import CreateTaskBody, EventBody, ResolveBody, TransitionBody
 from ._sse import SSEDetach
 from ._webhooks import WebhookDispatcher, WebhookSettings
+
+if TYPE_CHECKING:
+    from ._metrics_share import SharedMetrics
 
 __all__ = ["create_app", "taskcast_lifespan"]
 
@@ -52,12 +55,21 @@ async def taskcast_lifespan(engine: TaskEngine, app: FastAPI | None = None) -> A
     dispatcher: WebhookDispatcher | None = (
         None if app is None else getattr(app.state, "webhooks", None)
     )
+    shared: SharedMetrics | None = (
+        None if app is None else getattr(app.state, "metrics_share", None)
+    )
     await engine.start()
     try:
         if dispatcher is not None:
             await dispatcher.start()
         try:
-            yield
+            if shared is not None:
+                await shared.start()
+            try:
+                yield
+            finally:
+                if shared is not None:
+                    await shared.stop()
         finally:
             if dispatcher is not None:
                 await dispatcher.stop()
@@ -112,6 +124,7 @@ def create_app(
     app.include_router(_health.router)
     app.include_router(_tasks.router)
     app.include_router(_events.router)
+    app.include_router(_archives.router)
     app.include_router(_webhook_routes.router)
     # First added, so innermost: the middleware added below and by a host wraps it.
     app.add_middleware(_events.PublishFastPath, owner=app)

@@ -37,7 +37,7 @@ from taskcast.core import EventCache, EventCacheStats, TaskcastHooks, TaskEngine
 from ._config import ServerConfig
 from ._webhooks import WebhookDispatcher
 
-__all__ = ["CONTENT_TYPE", "Metrics", "install_metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics", "install_metrics", "render_number"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -74,13 +74,13 @@ class Histogram:
         running = 0
         for bound, n in zip((*self.bounds, float("inf")), self.buckets, strict=True):
             running += n
-            out.append(f'{name}_bucket{{le="{_num(bound)}"}} {running}')
-        out.append(f"{name}_sum {_num(self.sum)}")
+            out.append(f'{name}_bucket{{le="{render_number(bound)}"}} {running}')
+        out.append(f"{name}_sum {render_number(self.sum)}")
         out.append(f"{name}_count {self.count}")
         return out
 
 
-def _num(value: float) -> str:
+def render_number(value: float) -> str:
     if value == float("inf"):
         return "+Inf"
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
@@ -295,7 +295,7 @@ class Metrics:
             "Age of the oldest failing task's first refused write (0 when none).",
             [
                 "taskcast_archive_failing_oldest_seconds "
-                f"{_num(self.archive_failing_oldest_seconds)}"
+                f"{render_number(self.archive_failing_oldest_seconds)}"
             ],
         )
         metric(
@@ -310,7 +310,10 @@ class Metrics:
             "taskcast_archive_gap_oldest_seconds",
             "gauge",
             "Age of the oldest such write (0 when none).",
-            [f"taskcast_archive_gap_oldest_seconds {_num(self.archive_gap_oldest_seconds)}"],
+            [
+                "taskcast_archive_gap_oldest_seconds "
+                f"{render_number(self.archive_gap_oldest_seconds)}"
+            ],
         )
         metric(
             "taskcast_archive_requeued_writes_total",
@@ -420,6 +423,14 @@ def install_metrics(app: FastAPI, engine: TaskEngine, config: ServerConfig) -> M
         install_opentelemetry(metrics, config.meter_provider)
     if not config.metrics:
         return metrics
+    render = metrics.render
+    if config.metrics_dir is not None:
+        # Several processes serve this port: answer for all of them (see _metrics_share).
+        from ._metrics_share import SharedMetrics
+
+        shared = SharedMetrics(metrics, config.metrics_dir)
+        app.state.metrics_share = shared
+        render = shared.render
 
     @app.get(
         "/metrics",
@@ -429,6 +440,6 @@ def install_metrics(app: FastAPI, engine: TaskEngine, config: ServerConfig) -> M
         responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
     )
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(render(), media_type=CONTENT_TYPE)
 
     return metrics
