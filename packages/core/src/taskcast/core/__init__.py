@@ -69,6 +69,15 @@ from ._scheduler import CleanupRule, Scheduler, SchedulerConfig, matches_cleanup
 from ._series import Collapser, CommitPlan, accumulate, collapse, plan_commit
 from ._state_machine import SUSPENDED_STATUSES, TRANSITIONS, can_transition, is_terminal
 from ._stream import StreamOptions, TaskStream
+from ._task_archive import (
+    ARCHIVE_SCHEMA,
+    ARCHIVE_VERSION,
+    ImportResult,
+    InvalidTaskArchiveError,
+    TaskArchive,
+    compact_history,
+    parse_task_archive,
+)
 from ._validation import (
     MAX_CHARS_CAP,
     check_name,
@@ -89,6 +98,8 @@ from ._webhooks import (
 from ._wire import WireEvent, encode_count, envelope_dict
 
 __all__ = [
+    "ARCHIVE_SCHEMA",
+    "ARCHIVE_VERSION",
     "DEFAULT_CACHE_BYTES",
     # Engine and streams
     "DELETED_EVENT",
@@ -126,7 +137,9 @@ __all__ = [
     "EventQuery",
     "HookRunner",
     "Hub",
+    "ImportResult",
     "InvalidInputError",
+    "InvalidTaskArchiveError",
     "InvalidTransitionError",
     "LeaseSettlingOutbox",
     "Level",
@@ -149,6 +162,7 @@ __all__ = [
     "StreamOptions",
     "Subscriber",
     "Task",
+    "TaskArchive",
     "TaskConflictError",
     "TaskEngine",
     "TaskEvent",
@@ -175,6 +189,7 @@ __all__ = [
     "check_no_nul",
     "check_task_id",
     "collapse",
+    "compact_history",
     "encode_count",
     "envelope_dict",
     "find_nul",
@@ -183,6 +198,7 @@ __all__ = [
     "matches_type",
     "new_id",
     "now_ms",
+    "parse_task_archive",
     "parse_webhooks",
     "plan_commit",
     "public_webhook",

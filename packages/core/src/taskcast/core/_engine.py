@@ -45,6 +45,7 @@ from ._models import (
 from ._ports import BroadcastProvider, LongTermStore, ShortTermStore
 from ._scheduler import Scheduler, SchedulerConfig
 from ._state_machine import SUSPENDED_STATUSES, can_transition
+from ._task_archive import ImportResult, TaskArchive, compact_history
 from ._validation import MAX_CHARS_CAP, check_name, check_no_nul, check_task_id
 
 __all__ = ["DELETED_EVENT", "EngineLimits", "EventInput", "TaskEngine", "TaskInput"]
@@ -687,6 +688,62 @@ class TaskEngine:
             if await self.short_term.get_task(task_id) is None:
                 last = await self.long_term.last_index(task_id)
         return last
+
+    # -- archives --------------------------------------------------------------------
+
+    async def export_task_archive(self, task_id: str) -> TaskArchive:
+        """The task and its compacted history (see :mod:`taskcast.core._task_archive`).
+
+        A released task is read from the long-term store. Events missing from the stored
+        history (removed by cleanup rules, or ``latest`` entries replaced) are simply not
+        in the archive: its indexes are renumbered from 0 either way.
+
+        Raises:
+            TaskNotFoundError: No such task, hot or archived.
+        """
+        task = await self.require_task(task_id)
+        events = await self.get_events(task_id)
+        return TaskArchive(task=task, events=compact_history(events), exported_at=now_ms())
+
+    async def import_task_archive(
+        self, archive: TaskArchive, *, overwrite: bool = False
+    ) -> ImportResult:
+        """Store an archived task (from :func:`~taskcast.core.parse_task_archive`).
+
+        The hot store writes the task with all its events in one atomic step, then the
+        long-term store receives them behind it like any publish. With ``overwrite`` an
+        existing task (hot or released) is replaced completely and its live subscribers end
+        with ``taskcast.done`` reason ``replaced``; without it an existing task raises
+        :class:`TaskConflictError`, writing nothing. Imported events are history: they are
+        not broadcast, and no hooks or webhooks fire for them.
+        """
+        task = archive.task
+        check_task_id(task.id, self.limits.max_id_chars)
+        existed = await self.short_term.get_task(task.id) is not None
+        if not existed and self.long_term is not None:
+            existed = await self.long_term.get_task(task.id) is not None
+        if existed and not overwrite:
+            raise TaskConflictError(task.id)
+        if existed and self.long_term is not None:
+            # First, so the archive never holds the old task's rows under the new one's
+            # indexes (it keeps the first row of each index). If the import then fails, the
+            # old task is still hot and the archive reconcile writes it back.
+            await self.long_term.delete_task(task.id)
+        if not await self.short_term.import_task(task, archive.events, replace=overwrite):
+            raise TaskConflictError(task.id)
+        self._archive(task, archive.events)
+        if existed:
+            marker = TaskEvent(
+                id=new_id(),
+                task_id=task.id,
+                index=-1,
+                timestamp=now_ms(),
+                type=DELETED_EVENT,
+                level="info",
+                data={"reason": "replaced"},
+            )
+            await self.broadcast.publish(task.id, [marker])
+        return ImportResult(task_id=task.id, event_count=len(archive.events), overwritten=existed)
 
     @property
     def lifecycle(self) -> LifecycleWorker:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from ._errors import StaleRevisionError, TaskConflictError, TaskNotFoundError, TaskTerminalError
 from ._filters import matches_type
+from ._ids import now_ms
+from ._lifecycle import series_states
 from ._models import CommitResult, EventDraft, EventQuery, Task, TaskEvent, TaskPage, TaskQuery
 from ._ports import BroadcastHandler, Unsubscribe
 from ._series import plan_commit
@@ -212,6 +214,18 @@ class MemoryShortTermStore:
             cursors={e.id: e.index for e in stored},
         )
         return True
+
+    async def import_task(
+        self, task: Task, events: Sequence[TaskEvent], *, replace: bool = False
+    ) -> bool:
+        if task.id in self._slots and not replace:
+            return False
+        self._slots.pop(task.id, None)
+        # A revision no counter of the replaced task reaches: a transition prepared against
+        # the old task cannot pass the compare-and-set on the new one.
+        return await self.restore_task(
+            task, events, next_index=len(events), series=series_states(events), revision=now_ms()
+        )
 
     async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
         slot = self._slots.get(task_id)

@@ -93,6 +93,19 @@ class ShortTermStore(Protocol):
         Returns how many were removed.
         """
 
+    async def import_task(
+        self, task: Task, events: Sequence[TaskEvent], *, replace: bool = False
+    ) -> bool:
+        """Store ``task`` with exactly ``events`` (indexes 0..n-1 in order), in one atomic step.
+
+        Afterwards the task is as if those events had been published live: the next index
+        is ``len(events)``, every event id resolves as a cursor, idempotency keys are
+        remembered and each ``latest``/``accumulate`` series' state is its newest event.
+        With ``replace`` whatever was stored for the task id before is removed in the same
+        step; without it an existing task makes this return False, writing nothing.
+        Imported events are not broadcast (they are history, not news).
+        """
+
 
 @runtime_checkable
 class BroadcastProvider(Protocol):

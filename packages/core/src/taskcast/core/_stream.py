@@ -245,8 +245,8 @@ class TaskStream:
             for wire in batch or ():
                 event = wire.event
                 if event.type == DELETED_EVENT:
-                    self.end_reason = "deleted"
-                    yield [done_frame("deleted")]
+                    self.end_reason = _removed_reason(event)
+                    yield [done_frame(self.end_reason)]
                     return
                 if event.type == STATUS_EVENT and isinstance(event.data, dict):
                     if event.data.get("status") not in HOLD_STATUSES:
@@ -413,8 +413,8 @@ class TaskStream:
                 for wire in batch:
                     event = wire.event
                     if event.type == DELETED_EVENT:
-                        self.end_reason = "deleted"
-                        group.append(done_frame("deleted"))
+                        self.end_reason = _removed_reason(event)
+                        group.append(done_frame(self.end_reason))
                         yield group
                         return
                     index = event.index
@@ -551,3 +551,12 @@ class TaskStream:
                 break
             after = page[-1].index
         self._fed = before - 1
+
+
+def _removed_reason(marker: TaskEvent) -> str:
+    """Why a task's stream ends on a removal marker: ``deleted``, or ``replaced`` when an
+    archive import overwrote the task (the client may reconnect to the new history)."""
+    data = marker.data
+    if isinstance(data, dict) and data.get("reason") == "replaced":
+        return "replaced"
+    return "deleted"

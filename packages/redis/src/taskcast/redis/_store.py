@@ -25,6 +25,7 @@ from taskcast.core import (
     TaskTerminalError,
     matches_type,
     now_ms,
+    series_states,
 )
 
 from ._batching import ScriptBatcher
@@ -277,6 +278,33 @@ class RedisShortTermStore:
         revision: int,
     ) -> bool:
         """Put a released task back in one script, unless it exists (``SET NX``)."""
+        return await self._restore(task, events, next_index, series, revision, replace=False)
+
+    async def import_task(
+        self, task: Task, events: Sequence[TaskEvent], *, replace: bool = False
+    ) -> bool:
+        """One script (the restore's): with ``replace`` the old task's keys are overwritten
+        or cleared in the same step, so no reader sees the task half imported or absent."""
+        return await self._restore(
+            task,
+            events,
+            len(events),
+            series_states(events),
+            # A revision no counter of a replaced task reaches (see rehydrate).
+            now_ms(),
+            replace=replace,
+        )
+
+    async def _restore(
+        self,
+        task: Task,
+        events: Sequence[TaskEvent],
+        next_index: int,
+        series: dict[str, TaskEvent],
+        revision: int,
+        *,
+        replace: bool,
+    ) -> bool:
         stored = [event_json(e) for e in events]
         keyed = [(e.idempotency_key, raw) for e, raw in zip(events, stored, strict=True)]
         args: list[Any] = [
@@ -289,6 +317,7 @@ class RedisShortTermStore:
             len(stored),
             len(series),
             sum(1 for key, _ in keyed if key is not None),
+            "1" if replace else "0",
             *stored,
         ]
         for event in events:

@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from taskcast.core import TaskEngine, WebhookOutbox
 
-from . import _events, _health, _tasks, _webhook_routes
+from . import _archives, _events, _health, _tasks, _webhook_routes
 from ._auth import Authenticator, NoAuth
 from ._config import ServerConfig
 from ._docs import install_docs
@@ -124,6 +124,7 @@ def create_app(
     app.include_router(_health.router)
     app.include_router(_tasks.router)
     app.include_router(_events.router)
+    app.include_router(_archives.router)
     app.include_router(_webhook_routes.router)
     # First added, so innermost: the middleware added below and by a host wraps it.
     app.add_middleware(_events.PublishFastPath, owner=app)

@@ -33,6 +33,10 @@ class ServerConfig:
     """Reconnect delay suggested to SSE clients with a ``retry:`` field."""
     max_body_bytes: int = 1024 * 1024
     """Largest request body accepted; larger bodies get 413."""
+    max_import_bytes: int = 16 * 1024 * 1024
+    """Largest ``POST /tasks/import`` body (a whole task archive); larger bodies get 413.
+    Separate from ``max_body_bytes`` because an archive holds a task's entire history; the
+    server parses it in memory (several times its size), so this bounds that memory."""
     max_data_bytes: int = 256 * 1024
     """Largest JSON encoding of one event's ``data``; larger events get 413."""
     max_batch: int = 1000
@@ -72,7 +76,13 @@ class ServerConfig:
             raise ConfigError("write_timeout_seconds must be positive")
         if self.retry_ms < 0:
             raise ConfigError("retry_ms must not be negative")
-        for name in ("max_body_bytes", "max_data_bytes", "max_batch", "max_page_size"):
+        for name in (
+            "max_body_bytes",
+            "max_import_bytes",
+            "max_data_bytes",
+            "max_batch",
+            "max_page_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
         if not 1 <= self.default_page_size <= self.max_page_size:

@@ -28,7 +28,9 @@ from taskcast.core import (
     TaskPage,
     TaskQuery,
     TaskTerminalError,
+    now_ms,
     plan_commit,
+    series_states,
 )
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "get_events",
     "get_task",
     "get_task_revision",
+    "import_task",
     "last_index",
     "list_tasks",
     "resolve_cursor",
@@ -186,6 +189,56 @@ def _apply(
             [(task_id, sid, _dumps(state.to_dict())) for sid, state in plan.states.items()],
         )
     return CommitResult(events=plan.result_events, fresh=plan.fresh), plan.next_index
+
+
+def import_task(
+    conn: sqlite3.Connection, task: Task, events: Sequence[TaskEvent], replace: bool
+) -> bool:
+    """Store a task with exactly ``events`` (a validated archive); one job, so atomic."""
+    exists = conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task.id,)).fetchone()
+    if exists is not None:
+        if not replace:
+            return False
+        # Events, ids, keys and series states go with it (ON DELETE CASCADE).
+        conn.execute("DELETE FROM tasks WHERE id = ?", (task.id,))
+    conn.execute(
+        "INSERT INTO tasks (id, status, type, created_at, revision, next_index, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            task.id,
+            task.status,
+            task.type,
+            task.created_at,
+            # A revision no counter of a replaced task reaches (see taskcast.core.rehydrate).
+            now_ms(),
+            len(events),
+            _dumps(task.to_dict()),
+        ),
+    )
+    if events:
+        conn.executemany(
+            "INSERT INTO events (task_id, idx, timestamp, data) VALUES (?, ?, ?, ?)",
+            [(task.id, e.index, e.timestamp, _dumps(e.to_dict())) for e in events],
+        )
+        conn.executemany(
+            "INSERT INTO event_ids (task_id, event_id, idx) VALUES (?, ?, ?)",
+            [(task.id, e.id, e.index) for e in events],
+        )
+        conn.executemany(
+            "INSERT INTO idempotency_keys (task_id, key, event) VALUES (?, ?, ?)",
+            [
+                (task.id, e.idempotency_key, _dumps(e.to_dict()))
+                for e in events
+                if e.idempotency_key is not None
+            ],
+        )
+    states = series_states(events)
+    if states:
+        conn.executemany(
+            "INSERT INTO series (task_id, series_id, state) VALUES (?, ?, ?)",
+            [(task.id, sid, _dumps(state.to_dict())) for sid, state in states.items()],
+        )
+    return True
 
 
 def delete_task(conn: sqlite3.Connection, task_id: str) -> bool:

@@ -325,6 +325,12 @@ class SQLiteStore:
     async def delete_task(self, task_id: str) -> bool:
         return await self._write(lambda conn: _ops.delete_task(conn, task_id))
 
+    async def import_task(
+        self, task: Task, events: Sequence[TaskEvent], *, replace: bool = False
+    ) -> bool:
+        task, stored = task.copy(), list(events)
+        return await self._write(lambda conn: _ops.import_task(conn, task, stored, replace))
+
     async def delete_events(self, task_id: str, indexes: Sequence[int]) -> int:
         wanted = list(indexes)
         return await self._write(lambda conn: _ops.delete_events(conn, task_id, wanted))

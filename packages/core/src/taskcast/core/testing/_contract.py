@@ -319,6 +319,64 @@ class ShortTermStoreContract:
         more = await store.commit_events(task.id, [draft()])
         assert more.events[0].index == 6
 
+    async def test_import_task_is_as_if_published(self, store: ShortTermStore) -> None:
+        task = make_task(status="running", type="imported")
+        acc = {"series_id": "out", "series_mode": "accumulate"}
+        events = [
+            draft("log", data={"n": 0}, idempotency_key="k0").at(task.id, 0),
+            draft(data={"delta": "Hello"}, **acc).at(task.id, 1),
+            draft(data={"pct": 50}, series_id="p", series_mode="latest").at(task.id, 2),
+        ]
+        assert await store.import_task(task, events) is True
+        got = await store.get_task(task.id)
+        assert got is not None and got.to_dict() == task.to_dict()
+        stored = await store.get_events(task.id, EventQuery())
+        assert [e.to_dict() for e in stored] == [e.to_dict() for e in events]
+        assert await store.last_index(task.id) == 2
+        assert await store.resolve_cursor(task.id, events[1].id) == 1
+        # Publishing continues the history: next index, series state, idempotency keys.
+        r = await store.commit_events(
+            task.id,
+            [
+                draft(data={"pct": 90}, series_id="p", series_mode="latest"),
+                draft("log", data={"n": 9}, idempotency_key="k0"),
+                draft(data={"delta": "!"}, **acc),
+            ],
+        )
+        assert r.events[1].id == events[0].id  # the remembered key answers the stored event
+        assert [e.index for e in r.fresh] == [3, 4]
+        stored = await store.get_events(task.id, EventQuery())
+        assert [e.index for e in stored] == [0, 1, 3, 4]  # the latest entry was replaced
+        # A transition prepared before the import cannot pass its compare-and-set after it.
+        current = await store.get_task_revision(task.id)
+        assert current is not None
+        await store.commit_transition(current[0].copy(status="completed"), current[1], [])
+
+    async def test_import_task_refuses_or_replaces_existing(self, store: ShortTermStore) -> None:
+        task = make_task(status="running")
+        await store.create_task(task)
+        old = await store.commit_events(task.id, [draft("old"), draft("old")])
+        before = await store.get_task_revision(task.id)
+        assert before is not None
+        new_task = make_task(task.id, status="completed", type="new")
+        new_events = [draft("new").at(task.id, 0)]
+        assert await store.import_task(new_task, new_events) is False
+        assert [e.type for e in await store.get_events(task.id, EventQuery())] == ["old", "old"]
+        assert await store.import_task(new_task, new_events, replace=True) is True
+        got = await store.get_task(task.id)
+        assert got is not None and got.to_dict() == new_task.to_dict()
+        stored = await store.get_events(task.id, EventQuery())
+        assert [e.to_dict() for e in stored] == [e.to_dict() for e in new_events]
+        assert await store.last_index(task.id) == 0
+        assert await store.resolve_cursor(task.id, old.events[1].id) is None
+        with pytest.raises(StaleRevisionError):
+            await store.commit_transition(before[0], before[1], [])
+        # An import with no events is a task at its start.
+        empty = make_task(status="pending")
+        assert await store.import_task(empty, []) is True
+        assert await store.last_index(empty.id) == -1
+        assert (await store.commit_events(empty.id, [draft()])).events[0].index == 0
+
     async def test_ping(self, store: ShortTermStore) -> None:
         await store.ping()
 

@@ -4,10 +4,13 @@
 --       idem, eventIdx), 10 tasks set, 11 tasksByCreated zset
 -- ARGV: 1 task JSON, 2 status, 3 revision, 4 next index, 5 createdAt, 6 task id,
 --       7 number of events E, 8 number of series S, 9 number of idempotency keys K,
+--       10 replace ('1': an existing task is replaced, as an archive import with overwrite),
 --       then E event JSONs (index order), E (event id, index) pairs,
 --       S (series id, state JSON, meta) triples, K (key, event JSON) pairs.
--- Returns 1 if restored, 0 (having written nothing) if the task exists.
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') == false then
+-- Returns 1 if restored, 0 (having written nothing) if the task exists and replace is '0'.
+if ARGV[10] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1])
+elseif redis.call('SET', KEYS[1], ARGV[1], 'NX') == false then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[2])
@@ -18,7 +21,7 @@ redis.call('ZADD', KEYS[11], ARGV[5], ARGV[6])
 -- Whatever a previous life of this id left behind must not mix with the restored state.
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 local e, s, k = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local pos = 10
+local pos = 11
 local function push_chunks(cmd, key, first, count, width)
   local j = first
   local last = first + count * width - 1
