@@ -29,6 +29,7 @@ PG_URL = os.environ.get("TASKCAST_TEST_POSTGRES_URL") or "postgresql://postgres@
 
 LONG = "x" * 257  # one more than the default limit of ids and names
 NUL = "\u0000"
+MANY = [f"p{i}.*" for i in range(101)]  # one more pattern than a filter may hold
 
 
 def _unreachable(reason: str) -> None:
@@ -247,6 +248,10 @@ async def test_every_name_in_a_new_task_is_bounded(live: httpx.AsyncClient) -> N
             {"webhooks": [{"url": "https://hooks.example/x", "secret": "s" * 1025}]},
             "Invalid field webhooks.0.secret: longer than 1024 characters (max 1024)",
         ),
+        (
+            {"webhooks": [{"url": "https://hooks.example/x", "filter": {"types": MANY}}]},
+            "Invalid field webhooks.0.filter.types: more than 100 patterns (max 100)",
+        ),
     ]
     for extra, message in cases:
         _refused(await live.post("/tasks", json={"id": "new", **extra}), message)
@@ -305,6 +310,10 @@ async def test_filter_query_parameters_are_bounded(live: httpx.AsyncClient) -> N
     ]:
         res = await live.get(path, params={name: f"ok,{LONG}"})
         _refused(res, f"Invalid query parameter {name}: an item is longer than 256 characters")
+        # Every event is matched against every pattern of every subscriber: the count is
+        # bounded too (the URL limit alone let thousands through).
+        res = await live.get(path, params={name: ",".join(MANY)})
+        _refused(res, f"Invalid query parameter {name}: more than 100 items (max 100)")
     for path in ("/tasks/t/events/history", "/tasks/t/events"):
         _refused(await live.get(path, params={"since.id": LONG}), "since.id: longer than 256")
         _refused(await live.get(path, params={"since.id": NUL}), "since.id: contains a NUL")

@@ -69,10 +69,16 @@ class EngineLimits:
     each ``metadata`` key, ``blockedRequest.type``, ``error.code``, each webhook
     ``filter.types`` pattern (and, at the HTTP API, each filter pattern of a query); at most
     1,024."""
+    max_patterns: int = 100
+    """Most type patterns in one filter: a webhook's ``filter.types`` (and, at the HTTP API,
+    each filter list of a query). Every event is matched against every pattern of every
+    subscriber, so the count is bounded like the length of each."""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise UsageError("max_batch must be positive")
+        if self.max_patterns < 1:
+            raise UsageError("max_patterns must be positive")
         for name in ("max_id_chars", "max_name_chars"):
             value = getattr(self, name)
             if not 1 <= value <= MAX_CHARS_CAP:
@@ -159,6 +165,11 @@ def _check_task_input(data: TaskInput, limits: EngineLimits) -> None:
             patterns = hook.get("filter")
             types = patterns.get("types") if isinstance(patterns, Mapping) else None
             if isinstance(types, list):
+                if len(types) > limits.max_patterns:
+                    raise InvalidInputError(
+                        f"Invalid field webhooks.{i}.filter.types: more than "
+                        f"{limits.max_patterns} patterns (max {limits.max_patterns})"
+                    )
                 for j, pattern in enumerate(types):
                     check_name(f"webhooks.{i}.filter.types.{j}", pattern, names)
     for field, value in (

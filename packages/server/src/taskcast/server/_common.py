@@ -79,7 +79,14 @@ def query_list(request: Request, name: str, raw: str | None) -> tuple[str, ...] 
     pattern, a level, a status), bounded as the engine bounds names (400 beyond)."""
     items = split_list(raw)
     if items:
-        limit = engine_of(request).limits.max_name_chars
+        limits = engine_of(request).limits
+        if len(items) > limits.max_patterns:
+            raise ApiError(
+                400,
+                f"Invalid query parameter {name}: more than {limits.max_patterns} items "
+                f"(max {limits.max_patterns})",
+            )
+        limit = limits.max_name_chars
         for item in items:
             if len(item) > limit:
                 raise ApiError(
