@@ -84,6 +84,7 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
         "--cors-origin", "https://a", "--cors-origin", "https://b",
         "--max-body-bytes", "5",
         "--max-data-bytes", "6",
+        "--max-import-bytes", "11",
         "--max-batch", "7",
         "--default-page-size", "9",
         "--max-page-size", "10",
@@ -108,6 +109,7 @@ def test_every_flag_reaches_the_settings(clean_env: Path, tmp_path: Path) -> Non
     assert data["limits"] == {
         "maxBodyBytes": 5,
         "maxDataBytes": 6,
+        "maxImportBytes": 11,
         "maxBatch": 7,
         "maxIdChars": 256,
         "maxNameChars": 256,

@@ -36,6 +36,7 @@ def test_defaults() -> None:
     assert s.retry_ms == 3000
     assert s.limits.max_body_bytes == 1024 * 1024
     assert s.limits.max_data_bytes == 256 * 1024
+    assert s.limits.max_import_bytes == 16 * 1024 * 1024
     assert s.limits.max_batch == 1000
     assert s.cors == []
     assert s.auth.mode == "none"
@@ -91,6 +92,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_CORS_ORIGINS": "https://a.example, https://b.example",
         "TASKCAST_MAX_BODY_BYTES": "11",
         "TASKCAST_MAX_DATA_BYTES": "12",
+        "TASKCAST_MAX_IMPORT_BYTES": "17",
         "TASKCAST_MAX_BATCH": "13",
         "TASKCAST_MAX_ID_CHARS": "20",
         "TASKCAST_MAX_NAME_CHARS": "21",
@@ -149,6 +151,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.processes == 2
     assert s.cors == ["https://a.example", "https://b.example"]
     assert (s.limits.max_body_bytes, s.limits.max_data_bytes) == (11, 12)
+    assert s.limits.max_import_bytes == 17
     assert (s.limits.max_batch, s.limits.queue_limit) == (13, 14)
     assert (s.limits.max_id_chars, s.limits.max_name_chars) == (20, 21)
     assert (s.limits.default_page_size, s.limits.max_page_size) == (15, 16)

@@ -255,6 +255,7 @@ def build(settings: TaskcastSettings, *, metrics_dir: str | None = None) -> Buil
         write_timeout_seconds=settings.write_timeout_seconds,
         max_body_bytes=settings.limits.max_body_bytes,
         max_data_bytes=settings.limits.max_data_bytes,
+        max_import_bytes=settings.limits.max_import_bytes,
         max_batch=settings.limits.max_batch,
         default_page_size=settings.limits.default_page_size,
         max_page_size=settings.limits.max_page_size,

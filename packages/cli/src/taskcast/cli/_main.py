@@ -105,6 +105,7 @@ _FLAG_PATHS: dict[str, tuple[str, str]] = {
     "cors_origin": ("cors", "--cors-origin"),
     "max_body_bytes": ("limits.max_body_bytes", "--max-body-bytes"),
     "max_data_bytes": ("limits.max_data_bytes", "--max-data-bytes"),
+    "max_import_bytes": ("limits.max_import_bytes", "--max-import-bytes"),
     "max_batch": ("limits.max_batch", "--max-batch"),
     "default_page_size": ("limits.default_page_size", "--default-page-size"),
     "max_page_size": ("limits.max_page_size", "--max-page-size"),
@@ -243,6 +244,14 @@ def start(
         int | None,
         typer.Option(
             "--max-data-bytes", metavar="BYTES", help="Event data limit.  [default: 262144]"
+        ),
+    ] = None,
+    max_import_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-import-bytes",
+            metavar="BYTES",
+            help="Task archive import body limit.  [default: 16777216]",
         ),
     ] = None,
     max_batch: Annotated[

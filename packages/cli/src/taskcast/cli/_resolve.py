@@ -125,6 +125,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_CORS_ORIGINS": ("cors",),
     "TASKCAST_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
     "TASKCAST_MAX_DATA_BYTES": ("limits", "max_data_bytes"),
+    "TASKCAST_MAX_IMPORT_BYTES": ("limits", "max_import_bytes"),
     "TASKCAST_MAX_BATCH": ("limits", "max_batch"),
     "TASKCAST_MAX_ID_CHARS": ("limits", "max_id_chars"),
     "TASKCAST_MAX_NAME_CHARS": ("limits", "max_name_chars"),

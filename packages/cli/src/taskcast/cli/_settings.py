@@ -156,6 +156,8 @@ class LimitsSettings(_Section):
     """Largest accepted request body (HTTP 413 beyond)."""
     max_data_bytes: int = Field(256 * 1024, gt=0)
     """Largest accepted event ``data`` (JSON-encoded)."""
+    max_import_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    """Largest ``POST /tasks/import`` body, a whole task archive (HTTP 413 beyond)."""
     max_batch: int = Field(1000, gt=0)
     """Most events in one publish request."""
     max_id_chars: int = Field(256, gt=0, le=MAX_CHARS_CAP)
