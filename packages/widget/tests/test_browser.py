@@ -376,6 +376,39 @@ async def test_remote_server_with_cors_and_retry_after_404(page: Page) -> None:
         await page.wait_for(f"{ROOT}.dataset.connection === 'closed'", timeout=20)
         assert await page.evaluate(TEXT) == "".join(CHUNKS)
         assert await page.evaluate(f"{ROOT}.dataset.status") == "completed"
+        # A 404 is retried quietly: it is not mistaken for a CORS refusal.
+        assert await page.evaluate(f"{ROOT}.querySelector('[data-tc-connection-error]')") is None
+    finally:
+        web.stop()
+        api.server.stop()
+
+
+CONNECTION_ERROR = f"({ROOT}.querySelector('[data-tc-connection-error]') || {{}}).textContent"
+
+
+async def test_origin_the_server_does_not_allow_shows_an_error(page: Page) -> None:
+    """The widget on an origin the API's CORS settings leave out says so, instead of showing
+    "connecting" for ever."""
+    engine = TaskEngine(short_term=MemoryShortTermStore())
+    api_app = create_app(engine, config=ServerConfig(cors_origins=("http://other.example",)))
+    api = Harness(server=ServerThread(api_app), engine=engine, requests=EventsRequests(api_app))
+    web_app = Starlette()
+    TaskcastWidget(WidgetConfig(taskcast_url=api.server.url)).mount(web_app)
+    web = ServerThread(web_app)
+    api.server.start()
+    web.start()
+    try:
+        await api.start_task("elsewhere")
+        await page.navigate(f"{web.url}/widget/tasks/elsewhere")
+        await page.wait_for(f"{ROOT}.dataset.connection === 'refused'")
+        message = await page.evaluate(CONNECTION_ERROR)
+        assert "CORS" in message and web.url in message, message
+        assert (
+            await page.evaluate(
+                f"{ROOT}.querySelector('[data-tc-connection-error]').getAttribute('role')"
+            )
+            == "alert"
+        )
     finally:
         web.stop()
         api.server.stop()

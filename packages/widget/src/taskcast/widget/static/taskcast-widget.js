@@ -14,6 +14,9 @@
  *    refresh mid-stream rebuild the text exactly).
  *  - `taskcast.resync` (the cursor was unknown) resets the view too; a full replay follows.
  *  - `taskcast.done` closes the EventSource (no browser reconnect) and shows the final status.
+ *  - A stream the browser gives up on is retried with backoff; if it was refused because the
+ *    server's CORS settings do not allow this page's origin, the view says so (an EventSource
+ *    error tells no reason, so a fetch probe finds it out) instead of waiting silently.
  * Every value is written with textContent, never as HTML.
  */
 (function () {
@@ -124,6 +127,44 @@
     this.root.setAttribute("data-connection", state);
   };
 
+  // Shown above the view while the stream cannot connect for a reason the reader must act on;
+  // removed once a stream opens.
+  Widget.prototype.showConnectionError = function (text) {
+    var note = this.root.querySelector("[data-tc-connection-error]");
+    if (text === null) {
+      if (note) note.parentNode.removeChild(note);
+      return;
+    }
+    if (!note) {
+      note = el("p", "tc-connection-error");
+      note.setAttribute("data-tc-connection-error", "");
+      note.setAttribute("role", "alert");
+      var header = this.root.querySelector(".tc-header");
+      this.root.insertBefore(note, header ? header.nextSibling : this.root.firstChild);
+    }
+    note.textContent = text;
+  };
+
+  // Why the browser gave up on the stream, as far as a page can tell: "cors" when the server
+  // answers (an opaque no-cors request goes through) but a CORS request is refused, so the
+  // server does not allow this origin; null otherwise (an HTTP error such as 404, retried, or
+  // the server is unreachable). Both probes are cancelled as soon as their headers arrive.
+  Widget.prototype.diagnose = function () {
+    if (!window.fetch || !window.AbortController) return Promise.resolve(null);
+    var url = this.eventsUrl;
+    var credentials = this.withCredentials ? "include" : "same-origin";
+    function probe(mode) {
+      var abort = new AbortController();
+      return fetch(url, { mode: mode, credentials: credentials, cache: "no-store", signal: abort.signal })
+        .then(function () { abort.abort(); });
+    }
+    return probe("cors").then(
+      function () { return null; },
+      function () {
+        return probe("no-cors").then(function () { return "cors"; }, function () { return null; });
+      });
+  };
+
   Widget.prototype.setStatus = function (status) {
     this.root.setAttribute("data-status", status);
     this.statusEl.setAttribute("data-status", status);
@@ -151,6 +192,7 @@
     source.addEventListener("open", function () {
       if (self.source !== source) return;
       self.retries = 0;
+      self.showConnectionError(null);
       // Reconnecting by itself, the browser resends the last id and gets only what is new;
       // with no id yet, this connection replays the whole history, so start from scratch.
       self.resetPending = !self.gotId;
@@ -194,6 +236,19 @@
         self.setConnection("reconnecting");
         self.retries += 1;
         var delay = Math.min(MAX_RETRY_MS, 500 * Math.pow(2, Math.min(self.retries, 6)));
+        var attempt = self.retries;
+        self.diagnose().then(function (reason) {
+          // Only the latest failure speaks: a stream may have opened since.
+          if (self.done || self.retries !== attempt || self.source !== null) return;
+          if (reason === "cors") {
+            self.setConnection("refused");
+            self.showConnectionError(
+              "Cannot connect: the Taskcast server's CORS settings do not allow this page's " +
+              "origin, " + window.location.origin + " (taskcast start --cors-origin, " +
+              "ServerConfig(cors_origins=...)" +
+              (self.withCredentials ? "; with credentials the origin must be named, not *)." : ")."));
+          }
+        });
         window.setTimeout(function () { self.connect(); }, delay);
       } else {
         self.setConnection("reconnecting");  // The browser retries by itself, with the cursor.
