@@ -28,6 +28,7 @@ from ._errors import (
     UnauthorizedError,
 )
 from ._models import (
+    ArchiveImportResult,
     BlockedRequest,
     EventInput,
     Health,
@@ -47,6 +48,7 @@ from ._webhooks import verify_webhook
 __all__ = [
     "DEFAULT_BASE_URL",
     "SUBSCRIBE_SCOPE",
+    "ArchiveImportResult",
     "AsyncTaskRun",
     "AsyncTaskcastServerClient",
     "BadRequestError",

@@ -18,6 +18,7 @@ from ._calls import NO_BODY, Call, RetryConfig
 from ._client import DEFAULT_BASE_URL, build_headers, parse_response
 from ._errors import TaskcastHTTPError, TaskcastTransportError, error_from_response
 from ._models import (
+    ArchiveImportResult,
     BlockedRequest,
     EventInput,
     Health,
@@ -222,6 +223,19 @@ class AsyncTaskcastServerClient:
     async def get_request(self, task_id: str) -> BlockedRequest:
         """What a ``blocked`` task waits for (``GET /tasks/{id}/request``)."""
         return await self._send(calls.get_request(task_id))
+
+    # -- archives --------------------------------------------------------------------------
+
+    async def export_task_archive(self, task_id: str) -> dict[str, Any]:
+        """The task and its compacted history as a ``taskcast.taskArchive`` document
+        (``GET /tasks/{id}/archive``); JSON-serialisable as it is."""
+        return await self._send(calls.export_task_archive(task_id))
+
+    async def import_task_archive(
+        self, archive: Mapping[str, Any], *, overwrite: bool = False
+    ) -> ArchiveImportResult:
+        """Store an archive (``POST /tasks/import``); see the sync client."""
+        return await self._send(calls.import_task_archive(archive, overwrite=overwrite))
 
     # -- events ----------------------------------------------------------------------------
 

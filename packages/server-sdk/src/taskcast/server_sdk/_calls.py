@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from ._models import (
+    ArchiveImportResult,
     BlockedRequest,
     EventInput,
     Health,
@@ -224,6 +225,34 @@ def _parse_request(response: httpx.Response) -> BlockedRequest:
 
 def get_request(task_id: str) -> Call[BlockedRequest]:
     return Call(method="GET", path=_task_path(task_id, "/request"), parse=_parse_request, safe=True)
+
+
+# -- archives ------------------------------------------------------------------------------
+
+
+def _parse_json_object(response: httpx.Response) -> dict[str, Any]:
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def export_task_archive(task_id: str) -> Call[dict[str, Any]]:
+    return Call(
+        method="GET", path=_task_path(task_id, "/archive"), parse=_parse_json_object, safe=True
+    )
+
+
+def _parse_import(response: httpx.Response) -> ArchiveImportResult:
+    return ArchiveImportResult.from_dict(response.json())
+
+
+def import_task_archive(
+    archive: Mapping[str, Any], *, overwrite: bool
+) -> Call[ArchiveImportResult]:
+    # Not resent once sent: a repeat of an import that succeeded answers 409.
+    body: dict[str, Any] = {"archive": archive}
+    if overwrite:
+        body["overwrite"] = True
+    return Call(method="POST", path="/tasks/import", body=body, parse=_parse_import)
 
 
 # -- events --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ._batching import ChunkBuffer, StreamSpec
 from ._calls import NO_BODY, Call, RetryConfig
 from ._errors import TaskcastHTTPError, TaskcastTransportError, error_from_response
 from ._models import (
+    ArchiveImportResult,
     BlockedRequest,
     EventInput,
     Health,
@@ -252,6 +253,23 @@ class TaskcastServerClient:
     def get_request(self, task_id: str) -> BlockedRequest:
         """What a ``blocked`` task waits for (``GET /tasks/{id}/request``)."""
         return self._send(calls.get_request(task_id))
+
+    # -- archives --------------------------------------------------------------------------
+
+    def export_task_archive(self, task_id: str) -> dict[str, Any]:
+        """The task and its compacted history as a ``taskcast.taskArchive`` document
+        (``GET /tasks/{id}/archive``); JSON-serialisable as it is."""
+        return self._send(calls.export_task_archive(task_id))
+
+    def import_task_archive(
+        self, archive: Mapping[str, Any], *, overwrite: bool = False
+    ) -> ArchiveImportResult:
+        """Store an archive (``POST /tasks/import``).
+
+        Raises :class:`ConflictError` if the task exists and ``overwrite`` is false, and
+        :class:`BadRequestError` (nothing stored) for an archive that breaks the format.
+        """
+        return self._send(calls.import_task_archive(archive, overwrite=overwrite))
 
     # -- events ----------------------------------------------------------------------------
 

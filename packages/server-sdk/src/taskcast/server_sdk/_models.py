@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "ArchiveImportResult",
     "BlockedRequest",
     "EventInput",
     "Health",
@@ -275,3 +276,20 @@ class PublishStreamResult:
     """HTTP publish calls made (retries not counted)."""
     last_event: TaskEvent | None = None
     """The last event published, or ``None`` if the iterator yielded no text."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArchiveImportResult:
+    """``POST /tasks/import``: what :meth:`TaskcastServerClient.import_task_archive` stored."""
+
+    task_id: str
+    event_count: int
+    overwritten: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArchiveImportResult:
+        return cls(
+            task_id=data["taskId"],
+            event_count=int(data["eventCount"]),
+            overwritten=bool(data["overwritten"]),
+        )
