@@ -115,7 +115,13 @@ def test_migrate_command(clean_env: Path, postgres_schema: str) -> None:
     env = {"TASKCAST_POSTGRES_SCHEMA": postgres_schema}
     refused = runner.invoke(app, ["migrate", "--url", POSTGRES_URL], env=env)
     assert refused.exit_code == 1
-    assert "pass --yes" in refused.stdout
+    assert refused.stderr == (
+        "taskcast: not applying without confirmation: pass --yes to apply non-interactively\n"
+    )
+    # The schema it migrates is named.
+    from taskcast.postgres._conn import describe_url
+
+    assert f"{describe_url(POSTGRES_URL)}, schema {postgres_schema}" in refused.stdout
     applied = runner.invoke(app, ["migrate", "--url", POSTGRES_URL, "--yes"], env=env)
     assert applied.exit_code == 0, applied.output
     assert "Applied" in applied.stdout
@@ -123,6 +129,19 @@ def test_migrate_command(clean_env: Path, postgres_schema: str) -> None:
     again = runner.invoke(app, ["migrate", "-y"], env=env)
     assert again.exit_code == 0
     assert "up to date" in again.stdout
+
+
+def test_migrate_failures_are_one_taskcast_line(clean_env: Path) -> None:
+    malformed = runner.invoke(app, ["migrate", "--url", "nonsense", "-y"])
+    assert malformed.exit_code == 1
+    assert malformed.stderr == (
+        'taskcast: migration of PostgreSQL (unparsable URL) failed: missing "=" after '
+        '"nonsense" in connection info string\n'
+    )
+    unreachable = runner.invoke(app, ["migrate", "--url", "postgresql://127.0.0.1:1/x", "-y"])
+    assert unreachable.exit_code == 1
+    assert unreachable.stderr.startswith("taskcast: cannot reach PostgreSQL (x on 127.0.0.1:1)")
+    assert unreachable.stderr.count("\n") == 1 and unreachable.stdout == ""
 
 
 def test_migrate_without_url_is_a_one_line_error(clean_env: Path) -> None:

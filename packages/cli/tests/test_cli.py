@@ -46,7 +46,9 @@ def test_start_is_the_default_command(clean_env: Path) -> None:
     assert printed("start", "-p", "4001")["port"] == 4001
     typo = invoke("strat")
     assert typo.exit_code == 2
-    assert "No such command 'strat'" in typo.stderr
+    assert typo.stderr == (
+        "taskcast: no such command 'strat'; did you mean 'start'? (see 'taskcast -h')\n"
+    )
 
 
 def test_priority_flags_env_file(clean_env: Path) -> None:

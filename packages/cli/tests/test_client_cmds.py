@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -105,6 +106,9 @@ def test_tasks_create_list_inspect_cancel(url: str, clean_env: Path) -> None:
         ["cli-task-1", "running", "cli.test"],
         [other["id"], "pending", "cli.other"],
     ]
+    # The columns line up although the ids and the types differ in length.
+    starts = [[m.start() for m in re.finditer(r"\S+", line)] for line in lines]
+    assert starts[0] == starts[1], lines
     newest = invoke("tasks", "list", "--url", url, "--type", "cli.*", "--limit", "1", "--json")
     assert [json.loads(line)["id"] for line in newest.stdout.splitlines()] == [other["id"]]
     running = invoke("tasks", "list", "--url", url, "--status", "running,completed", "--json")
@@ -473,6 +477,18 @@ def test_admin_nodes_exchange_their_token(clean_env: Path, jwt_url: str) -> None
     assert bad.stderr == (
         f"taskcast: {jwt_url} refused the admin token exchange: HTTP 401 Invalid admin token\n"
     )
+
+
+def test_doctor_checks_the_token_on_an_authenticated_route(jwt_url: str, clean_env: Path) -> None:
+    # /health/detail is public: a garbage token used to be reported "Auth: OK".
+    garbage = invoke("doctor", "--url", jwt_url, "--token", "garbage")
+    assert garbage.exit_code == 1, garbage.output
+    assert "Auth:      FAIL jwt (the token was refused)" in garbage.stdout.splitlines()
+    good = exchange_admin_token(jwt_url, "adm")
+    assert good is not None
+    accepted = invoke("doctor", "--url", jwt_url, "--token", good)
+    assert accepted.exit_code == 0, accepted.output
+    assert "Auth:      OK   jwt" in accepted.stdout.splitlines()
 
 
 def test_admin_exchange_edge_cases(url: str) -> None:

@@ -297,7 +297,10 @@ async def test_command_reports_sql_errors(
     monkeypatch.setattr(_migrations, "load_migrations", lambda: [broken])
     console = Console()
     assert await run(pg_url, schema, console, yes=True, interactive=False) == 1
-    assert "Migration failed" in console.text
+    from taskcast.postgres._conn import describe_url
+
+    assert f"migration of {describe_url(pg_url)}, schema {schema} failed: " in console.text
+    assert console.lines[-1].count("\n") == 0
 
 
 def test_describe_url_hides_credentials() -> None:

@@ -108,14 +108,14 @@ def _run(out: Output, body: Callable[[], None]) -> int:
 # -- tasks -------------------------------------------------------------------------------
 
 
-def _task_line(task: dict[str, Any]) -> Text:
+def _task_line(task: dict[str, Any], id_width: int = 26, type_width: int = 20) -> Text:
     status = str(task.get("status", "?"))
     line = Text()
-    line.append(str(task.get("id", "?")), style="bold")
+    line.append(f"{task.get('id', '?')!s:<{id_width}}", style="bold")
     line.append("  ")
     line.append(f"{status:<9}", style=status_style(status))
     line.append("  ")
-    line.append(f"{task.get('type') or '-':<20}")
+    line.append(f"{task.get('type') or '-':<{type_width}}")
     line.append("  ")
     line.append(clock(int(task.get("createdAt", 0))), style="dim")
     return line
@@ -152,9 +152,12 @@ def tasks_list(
                 if not cursor:
                     break
                 params["cursor"] = cursor
+        # Columns as wide as their widest value: ids and types of any length line up.
+        id_width = max((len(str(t.get("id", "?"))) for t in newest), default=0)
+        type_width = max((len(str(t.get("type") or "-")) for t in newest), default=0)
         for task in newest:
             out.json(task)
-            out.line(_task_line(task))
+            out.line(_task_line(task, id_width, type_width))
         if not newest:
             out.line(Text("no tasks", style="dim"))
 

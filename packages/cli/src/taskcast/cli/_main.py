@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from ._nodes import DEFAULT_NODE, DEFAULT_URL, NodeStore, Target, resolve_target
 from ._output import Output
 from ._resolve import load_settings
 from ._settings import TaskcastSettings
+from ._usage import ArgumentsCommand
 
 __all__ = ["app", "main"]
 
@@ -35,6 +37,29 @@ class _DefaultToStart(TyperGroup):
         if first is None or (first.startswith("-") and first not in _ROOT_OPTIONS):
             args = ["start", *args]
         return super().parse_args(ctx, args)
+
+    # Usage errors (a bad value, an unknown option or command) are one `taskcast:` line
+    # like every other error, not typer's four lines: the root's own arguments are parsed
+    # in make_context, every subcommand's within invoke.
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        from typer._click.exceptions import ClickException
+
+        try:
+            return super().make_context(*args, **kwargs)
+        except ClickException as exc:
+            from ._usage import one_line
+
+            raise one_line(exc) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        from typer._click.exceptions import ClickException
+
+        try:
+            return super().invoke(ctx)
+        except ClickException as exc:
+            from ._usage import one_line
+
+            raise one_line(exc) from None
 
 
 _ROOT_OPTIONS = {"--help", "-h", "--version"}
@@ -186,7 +211,7 @@ def start(
         typer.Option(
             "--log-level",
             metavar="LEVEL",
-            help="debug, info, warn, error or critical.  [default: info]",
+            help="debug, info, warning (or warn), error or critical.  [default: info]",
         ),
     ] = None,
     verbose: Annotated[
@@ -347,11 +372,15 @@ def migrate(
         str | None,
         typer.Option(
             "--url",
+            metavar="URL",
             help="PostgreSQL URL. Default: $TASKCAST_POSTGRES_URL, else adapters.longTermStore.url.",
         ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("-c", "--config", help="Configuration file.", show_default=False)
+        Path | None,
+        typer.Option(
+            "-c", "--config", metavar="FILE", help="Configuration file.", show_default=False
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Apply without asking.")] = False,
 ) -> None:
@@ -377,28 +406,56 @@ def migrate(
         echo=typer.echo,
         confirm=lambda question: typer.confirm(question, default=True),
         schema=settings.postgres.schema_name,
+        error=lambda message: typer.echo(f"taskcast: {message}", err=True),
     )
     raise typer.Exit(code)
 
 
 _URL_OPTION = typer.Option(
     "--url",
+    metavar="URL",
     help="Server URL (else --node, $TASKCAST_URL, the current node, http://127.0.0.1:3721).",
     show_default=False,
 )
 _TOKEN_OPTION = typer.Option(
-    "--token", help="Bearer token (else the node's, else $TASKCAST_TOKEN).", show_default=False
+    "--token",
+    metavar="TOKEN",
+    help="Bearer token (else the node's, else $TASKCAST_TOKEN).",
+    show_default=False,
 )
 _NODE_OPTION = typer.Option(
     "--node", metavar="NAME", help="A server saved with `taskcast node add`.", show_default=False
 )
-_TIMEOUT_OPTION = typer.Option("--timeout", help="Seconds to wait for an answer.")
+
+
+def _positive(value: float) -> float:
+    if not value > 0:  # also refuses NaN
+        raise typer.BadParameter(f"expected a number greater than 0, got {value:g}")
+    return value
+
+
+def _at_least(least: int) -> Callable[[int | None], int | None]:
+    # A check of our own rather than typer's min=, whose help shows "[x>=1]".
+    def check(value: int | None) -> int | None:
+        if value is not None and value < least:
+            raise typer.BadParameter(f"expected an integer of at least {least}, got {value}")
+        return value
+
+    return check
+
+
+_TIMEOUT_OPTION = typer.Option(
+    "--timeout",
+    metavar="SECONDS",
+    callback=_positive,
+    help="Seconds to wait for an answer (more than 0).",
+)
 _JSON_OPTION = typer.Option("--json", help="One JSON object per line, for machines.")
 _TYPES_OPTION = typer.Option(
-    "--types", help="Event type patterns (llm.*, progress), comma-separated."
+    "--types", metavar="PATTERNS", help="Event type patterns (llm.*, progress), comma-separated."
 )
 _LEVELS_OPTION = typer.Option(
-    "--levels", help="Levels (debug, info, warn, error), comma-separated."
+    "--levels", metavar="LEVELS", help="Levels (debug, info, warn, error), comma-separated."
 )
 
 
@@ -430,16 +487,16 @@ def doctor(
     node: Annotated[str | None, _NODE_OPTION] = None,
     timeout: Annotated[float, _TIMEOUT_OPTION] = 5.0,
 ) -> None:
-    """Report a server's auth mode and storage health (GET /health/detail)."""
+    """Report a server's auth and storage health (/health/detail)."""
     from ._remote import doctor as run_doctor
 
     target = _target(url, token, node)
     raise typer.Exit(run_doctor(target.url, token=target.token, timeout=timeout, echo=typer.echo))
 
 
-@app.command()
+@app.command(cls=ArgumentsCommand)
 def logs(
-    task_id: Annotated[str, typer.Argument(help="The task to follow.")],
+    task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task to follow.")],
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
     node: Annotated[str | None, _NODE_OPTION] = None,
@@ -477,12 +534,19 @@ def tail(
     count: Annotated[
         int | None,
         typer.Option(
-            "--count", "-n", min=1, help="Stop after this many events.", show_default=False
+            "--count",
+            "-n",
+            callback=_at_least(1),
+            metavar="N",
+            help="Stop after this many events.",
+            show_default=False,
         ),
     ] = None,
     as_json: Annotated[bool, _JSON_OPTION] = False,
 ) -> None:
-    """Follow the live events of every task (GET /events) until interrupted.
+    """Follow the live events of every task (GET /events).
+
+    Runs until interrupted (Ctrl+C, exit 0) or --count events were printed.
 
     Each line starts with a short form of the task id. Only events published after the
     stream opens are shown (the global stream has no history).
@@ -517,13 +581,24 @@ app.add_typer(tasks_app)
 def tasks_list(
     status: Annotated[
         list[str] | None,
-        typer.Option("--status", help="Only these statuses (comma-separated or repeated)."),
+        typer.Option(
+            "--status",
+            metavar="STATUSES",
+            help="Only these statuses (comma-separated or repeated).",
+        ),
     ] = None,
     type: Annotated[
         list[str] | None,
-        typer.Option("--type", help="Only these types; patterns such as llm.* work."),
+        typer.Option(
+            "--type", metavar="PATTERNS", help="Only these types; patterns such as llm.* work."
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the N newest tasks.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", callback=_at_least(1), metavar="N", help="Show the N newest tasks."
+        ),
+    ] = 20,
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
     node: Annotated[str | None, _NODE_OPTION] = None,
@@ -544,11 +619,18 @@ def tasks_list(
     raise typer.Exit(code)
 
 
-@tasks_app.command("inspect")
+@tasks_app.command("inspect", cls=ArgumentsCommand)
 def tasks_inspect(
-    task_id: Annotated[str, typer.Argument(help="The task.")],
+    task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task.")],
     events: Annotated[
-        int, typer.Option("--events", "-e", min=0, help="How many of the last events to show.")
+        int,
+        typer.Option(
+            "--events",
+            "-e",
+            callback=_at_least(0),
+            metavar="N",
+            help="How many of the last events to show.",
+        ),
     ] = 5,
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
@@ -567,15 +649,19 @@ def tasks_inspect(
 
 @tasks_app.command("create")
 def tasks_create(
-    type: Annotated[str | None, typer.Option("--type", help="The task type.")] = None,
+    type: Annotated[
+        str | None, typer.Option("--type", metavar="TYPE", help="The task type.")
+    ] = None,
     params: Annotated[
         str | None, typer.Option("--params", metavar="JSON", help="Parameters, a JSON object.")
     ] = None,
     ttl: Annotated[
-        int | None, typer.Option("--ttl", min=1, metavar="SECONDS", help="Time to live.")
+        int | None,
+        typer.Option("--ttl", callback=_at_least(1), metavar="SECONDS", help="Time to live."),
     ] = None,
     task_id: Annotated[
-        str | None, typer.Option("--id", help="Choose the id (default: a new ULID).")
+        str | None,
+        typer.Option("--id", metavar="ID", help="Choose the id (default: a new ULID)."),
     ] = None,
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
@@ -606,9 +692,9 @@ def tasks_create(
     raise typer.Exit(code)
 
 
-@tasks_app.command("cancel")
+@tasks_app.command("cancel", cls=ArgumentsCommand)
 def tasks_cancel(
-    task_id: Annotated[str, typer.Argument(help="The task.")],
+    task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task.")],
     url: Annotated[str | None, _URL_OPTION] = None,
     token: Annotated[str | None, _TOKEN_OPTION] = None,
     node: Annotated[str | None, _NODE_OPTION] = None,
@@ -623,7 +709,7 @@ def tasks_cancel(
 
 node_app = typer.Typer(
     name="node",
-    help="Named servers for the client commands (stored in ~/.taskcast/nodes.json).",
+    help="Named servers for the client commands (~/.taskcast/nodes.json).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -634,11 +720,13 @@ def _store() -> NodeStore:
     return NodeStore.default(dict(os.environ))
 
 
-@node_app.command("add")
+@node_app.command("add", cls=ArgumentsCommand)
 def node_add(
-    name: Annotated[str, typer.Argument(help="A name for the server.")],
-    url: Annotated[str, typer.Option("--url", help="The server's URL.")],
-    token: Annotated[str | None, typer.Option("--token", help="Its token.")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A name for the server.")],
+    url: Annotated[str, typer.Option("--url", metavar="URL", help="The server's URL.")],
+    token: Annotated[
+        str | None, typer.Option("--token", metavar="TOKEN", help="Its token.")
+    ] = None,
     token_type: Annotated[
         str,
         typer.Option(
@@ -659,8 +747,8 @@ def node_add(
     typer.echo(f"added node {node.name} → {node.url}")
 
 
-@node_app.command("use")
-def node_use(name: Annotated[str, typer.Argument(help="A saved server.")]) -> None:
+@node_app.command("use", cls=ArgumentsCommand)
+def node_use(name: Annotated[str, typer.Argument(metavar="NAME", help="A saved server.")]) -> None:
     """Make a saved server the default of the client commands."""
     try:
         node = _store().use(name)
@@ -669,8 +757,10 @@ def node_use(name: Annotated[str, typer.Argument(help="A saved server.")]) -> No
     typer.echo(f"using node {node.name} → {node.url}")
 
 
-@node_app.command("remove")
-def node_remove(name: Annotated[str, typer.Argument(help="A saved server.")]) -> None:
+@node_app.command("remove", cls=ArgumentsCommand)
+def node_remove(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A saved server.")],
+) -> None:
     """Forget a saved server."""
     try:
         _store().remove(name)

@@ -80,8 +80,14 @@ def _adapter(name: str, label: str, data: dict[str, Any]) -> Check:
     return Check(name=label, status="FAIL", detail=f"{provider} ({kind or 'error'})")
 
 
-def diagnose(url: str, data: dict[str, Any], *, token: str | None) -> list[Check]:
-    """The checks for a ``/health/detail`` body."""
+def diagnose(
+    url: str, data: dict[str, Any], *, token: str | None, token_answer: int | None = None
+) -> list[Check]:
+    """The checks for a ``/health/detail`` body.
+
+    ``token_answer`` is the HTTP status an authenticated route gave the token (None: not
+    asked): ``/health/detail`` is public, so it says nothing about the token.
+    """
     uptime = data.get("uptime")
     server = f"taskcast {data.get('version', '?')} at {url}"
     if isinstance(uptime, int):
@@ -92,12 +98,27 @@ def diagnose(url: str, data: dict[str, Any], *, token: str | None) -> list[Check
         checks.append(
             Check(name="Auth", status="WARN", detail=f"{mode} (no token given: use --token)")
         )
+    elif mode != "none" and token_answer == 401:
+        checks.append(Check(name="Auth", status="FAIL", detail=f"{mode} (the token was refused)"))
+    elif mode != "none" and token_answer == 403:
+        # Authenticated, but not allowed to list tasks: the token itself is good.
+        detail = f"{mode} (token accepted; it may not list tasks)"
+        checks.append(Check(name="Auth", status="OK", detail=detail))
     else:
         checks.append(Check(name="Auth", status="OK", detail=mode))
     checks.append(_adapter("broadcast", "Broadcast", data))
     checks.append(_adapter("shortTermStore", "ShortTerm", data))
     checks.append(_adapter("longTermStore", "LongTerm", data))
     return checks
+
+
+def _auth_mode(response: httpx.Response) -> str | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    auth = data.get("auth") if isinstance(data, dict) else None
+    return str(auth.get("mode", "none")) if isinstance(auth, dict) else None
 
 
 def doctor(
@@ -108,10 +129,16 @@ def doctor(
     echo: Callable[[str], None],
     transport: httpx.BaseTransport | None = None,
 ) -> int:
-    """``GET /health/detail`` and print one line per part; 1 if any part failed."""
+    """``GET /health/detail`` and print one line per part; 1 if any part failed.
+
+    A given token is tried on ``GET /tasks?limit=1`` when the server requires one.
+    """
+    token_answer: int | None = None
     try:
         with _client(url, token, timeout, transport) as client:
             response = client.get("/health/detail")
+            if token and _auth_mode(response) not in (None, "none"):
+                token_answer = client.get("/tasks", params={"limit": 1}).status_code
     except httpx.HTTPError as exc:
         echo(
             Check(name="Server", status="FAIL", detail=f"cannot reach {url}: {_reason(exc)}").line()
@@ -128,7 +155,7 @@ def doctor(
             ).line()
         )
         return 1
-    checks = diagnose(url, data, token=token)
+    checks = diagnose(url, data, token=token, token_answer=token_answer)
     for check in checks:
         echo(check.line())
     return 1 if any(c.status == "FAIL" for c in checks) else 0

@@ -317,14 +317,19 @@ async def migrate_command(
     echo: Callable[[str], None],
     confirm: Callable[[str], bool],
     schema: str | None = None,
+    error: Callable[[str], None] | None = None,
 ) -> int:
     """What ``taskcast migrate`` does; returns the process exit code.
 
     Lists pending migrations, asks ``confirm`` unless ``yes`` (refusing when not
-    ``interactive``), applies them with progress lines through ``echo``.
+    ``interactive``), applies them with progress lines through ``echo``. A failure is one
+    line through ``error`` (default: ``echo``), naming the database and the schema.
     """
+    fail = error or echo
     where = describe_url(url)
     try:
+        # Name the schema the tables go to: the given one, else the URL's search_path.
+        where += f", schema {await _current_schema(url, schema)}"
         pending = await pending_migrations(url, schema)
         if not pending:
             echo(f"Database {where} is up to date.")
@@ -334,7 +339,7 @@ async def migrate_command(
             echo(f"  {migration.label}")
         if not yes:
             if not interactive:
-                echo("Not applying without confirmation: pass --yes to apply non-interactively.")
+                fail("not applying without confirmation: pass --yes to apply non-interactively")
                 return 1
             if not confirm(f"Apply {len(pending)} migration(s)?"):
                 echo("Cancelled; nothing was applied.")
@@ -349,16 +354,31 @@ async def migrate_command(
 
         applied = await apply_migrations(url, schema, on_progress=progress)
     except StorageUnavailableError as exc:
-        echo(f"Cannot reach PostgreSQL ({where}): {exc.__cause__ or exc.message}")
+        fail(f"cannot reach PostgreSQL ({where}): {_one_line(exc.__cause__ or exc.message)}")
         return 1
     except TaskcastError as exc:
-        echo(f"Migration failed: {exc.message}")
+        fail(f"migration of {where} failed: {_one_line(exc.message)}")
         return 1
     except psycopg.Error as exc:
-        echo(f"Migration failed: {exc}")
+        fail(f"migration of {where} failed: {_one_line(exc)}")
         return 1
     echo(f"Applied {len(applied)} migration(s).")
     return 0
+
+
+def _one_line(problem: object) -> str:
+    # Driver messages span lines (a DETAIL, a hint); the command's error is one line.
+    return " ".join(str(problem).split())
+
+
+async def _current_schema(url: str, schema: str | None) -> str:
+    conn = await _connect(url, schema)
+    try:
+        with storage_errors():
+            row = await (await conn.execute("SELECT current_schema()")).fetchone()
+    finally:
+        await conn.close()
+    return str(row[0]) if row and row[0] is not None else "(none: the search_path is empty)"
 
 
 def run_migrate_command(
@@ -369,10 +389,17 @@ def run_migrate_command(
     echo: Callable[[str], None],
     confirm: Callable[[str], bool],
     schema: str | None = None,
+    error: Callable[[str], None] | None = None,
 ) -> int:
     """Synchronous :func:`migrate_command` for CLI commands (runs its own event loop)."""
     return asyncio.run(
         migrate_command(
-            url, yes=yes, interactive=interactive, echo=echo, confirm=confirm, schema=schema
+            url,
+            yes=yes,
+            interactive=interactive,
+            echo=echo,
+            confirm=confirm,
+            schema=schema,
+            error=error,
         )
     )
