@@ -809,6 +809,16 @@ def _announce(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _add_archive_commands() -> None:
+    # `taskcast export` / `import` live in their own module (it reads this one's options).
+    from ._archive_cmds import register
+
+    register(app)
+
+
+_add_archive_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``taskcast`` script."""
     app(args=argv, prog_name="taskcast")
