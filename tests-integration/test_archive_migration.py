@@ -7,8 +7,11 @@ many tasks from a SQLite server to a Redis + PostgreSQL server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +222,48 @@ async def test_migrate_many_tasks_from_sqlite_to_redis_and_postgres(
             before = (await src.get(f"/tasks/{task_id}/archive")).json()
             assert _same((await dst.get(f"/tasks/{task_id}/archive")).json(), before)
             assert (await dst.get(f"/tasks/{task_id}/events/history")).json() == before["events"]
+
+
+async def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `taskcast ARGS` to its end without blocking the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "taskcast.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_cli_export_and_import_move_a_deployment(
+    tmp_path: Path,
+    redis_env: dict[str, str],
+    postgres_env: dict[str, str],
+    servers: list[Server],
+) -> None:
+    """`taskcast export --all` from a SQLite server, `taskcast import` into Redis + PostgreSQL
+    (real processes; the benchmark runs the same with 10,000 tasks of 100 events)."""
+    source = _start(servers, "sqlite", {}, tmp_path)
+    target = _start(servers, "redis+postgres", redis_env | postgres_env, tmp_path)
+    ids = [f"cli{i:05d}" for i in range(MIGRATED_TASKS)]
+    async with httpx.AsyncClient(base_url=source.url, timeout=60) as src:
+        for task_id in ids:
+            await _fill(src, task_id)
+    dump = tmp_path / "all.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
+    exported = await _cli(env, "export", "--all", "-o", str(dump), "--url", source.url)
+    assert exported.returncode == 0, exported.stderr
+    assert f"exported {len(ids)} task(s)" in exported.stderr
+    assert len(dump.read_text().splitlines()) == len(ids)
+    imported = await _cli(env, "import", str(dump), "--url", target.url)
+    assert imported.returncode == 0, imported.stderr
+    assert f"imported {len(ids)}, skipped 0, failed 0" in imported.stderr
+    async with (
+        httpx.AsyncClient(base_url=source.url, timeout=60) as src,
+        httpx.AsyncClient(base_url=target.url, timeout=60) as dst,
+    ):
+        for task_id in ids[:: max(1, len(ids) // 10)]:
+            before = (await src.get(f"/tasks/{task_id}/archive")).json()
+            assert _same((await dst.get(f"/tasks/{task_id}/archive")).json(), before)
