@@ -133,10 +133,11 @@ def test_migrate_command(clean_env: Path, postgres_schema: str) -> None:
 
 def test_migrate_failures_are_one_taskcast_line(clean_env: Path) -> None:
     malformed = runner.invoke(app, ["migrate", "--url", "nonsense", "-y"])
-    assert malformed.exit_code == 1
+    assert malformed.exit_code == 2
     assert malformed.stderr == (
-        'taskcast: migration of PostgreSQL (unparsable URL) failed: missing "=" after '
-        '"nonsense" in connection info string\n'
+        "taskcast: invalid value for --url: not a PostgreSQL URL (e.g. "
+        'postgresql://user@host:5432/db): missing "=" after "nonsense" in connection info '
+        "string\n"
     )
     unreachable = runner.invoke(app, ["migrate", "--url", "postgresql://127.0.0.1:1/x", "-y"])
     assert unreachable.exit_code == 1
@@ -165,6 +166,7 @@ def test_unreachable_postgres_with_auto_migrate_fails_in_one_line(
         environ={
             "TASKCAST_POSTGRES_URL": "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2",
             "TASKCAST_AUTO_MIGRATE": "1",
+            "TASKCAST_STARTUP_TIMEOUT_SECONDS": "0",
         },
     )
     with pytest.raises(typer.Exit) as info:
@@ -172,4 +174,6 @@ def test_unreachable_postgres_with_auto_migrate_fails_in_one_line(
     assert info.value.exit_code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("taskcast: cannot migrate the PostgreSQL database: ")
+    assert err.startswith(
+        "taskcast: cannot reach PostgreSQL (none on 127.0.0.1:1) within 0 s (startupTimeoutSeconds): "
+    )

@@ -216,24 +216,27 @@ QUIET = {"version": 1, "disable_existing_loggers": False}
     ("flags", "code", "message"),
     [
         (
-            {"storage": ("-s", "redis"), "redis_url": ("--redis-url", "redis://127.0.0.1:1/0")},
+            {
+                "storage": ("-s", "redis"),
+                "redis_url": ("--redis-url", "redis://127.0.0.1:1/0"),
+                "startup_timeout_seconds": ("--startup-timeout", 0),
+            },
             1,
-            "taskcast: cannot start: redis unavailable (connection_refused)\n",
+            "taskcast: cannot reach Redis (redis://127.0.0.1:1/0) within 0 s "
+            "(startupTimeoutSeconds): Error 111 connecting to 127.0.0.1:1. "
+            "Connect call failed ('127.0.0.1', 1).\n",
         ),
         (
             {
                 "storage": ("-s", "redis"),
                 "redis_url": ("--redis-url", "redis://127.0.0.1:1/0"),
                 "processes": ("-w", 2),
+                "startup_timeout_seconds": ("--startup-timeout", 0),
             },
             1,
-            "taskcast: cannot start: redis unavailable (connection_refused)\n",
-        ),
-        (
-            {"storage": ("-s", "redis"), "redis_url": ("--redis-url", "nonsense://x")},
-            1,
-            "taskcast: cannot start: ValueError: Redis URL must specify one of the following "
-            "schemes (redis://, rediss://, unix://)\n",
+            "taskcast: cannot reach Redis (redis://127.0.0.1:1/0) within 0 s "
+            "(startupTimeoutSeconds): Error 111 connecting to 127.0.0.1:1. "
+            "Connect call failed ('127.0.0.1', 1).\n",
         ),
     ],
 )

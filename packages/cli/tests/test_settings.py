@@ -88,6 +88,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
         "TASKCAST_RETRY_MS": "7",
         "TASKCAST_SSE_WRITE_TIMEOUT": "4.5",
         "TASKCAST_SHUTDOWN_TIMEOUT_SECONDS": "3",
+        "TASKCAST_STARTUP_TIMEOUT_SECONDS": "4",
         "TASKCAST_PROCESSES": "2",
         "TASKCAST_CORS_ORIGINS": "https://a.example, https://b.example",
         "TASKCAST_MAX_BODY_BYTES": "11",
@@ -148,6 +149,7 @@ def test_every_environment_variable_maps_somewhere() -> None:
     assert s.heartbeat_seconds == 2.5
     assert s.retry_ms == 7
     assert s.shutdown_timeout_seconds == 3
+    assert s.startup_timeout_seconds == 4
     assert s.processes == 2
     assert s.cors == ["https://a.example", "https://b.example"]
     assert (s.limits.max_body_bytes, s.limits.max_data_bytes) == (11, 12)

@@ -127,6 +127,7 @@ _FLAG_PATHS: dict[str, tuple[str, str]] = {
     "retry_ms": ("retry_ms", "--retry-ms"),
     "write_timeout": ("write_timeout_seconds", "--write-timeout"),
     "shutdown_timeout": ("shutdown_timeout_seconds", "--shutdown-timeout"),
+    "startup_timeout": ("startup_timeout_seconds", "--startup-timeout"),
     "cors_origin": ("cors", "--cors-origin"),
     "max_body_bytes": ("limits.max_body_bytes", "--max-body-bytes"),
     "max_data_bytes": ("limits.max_data_bytes", "--max-data-bytes"),
@@ -249,6 +250,14 @@ def start(
             "--shutdown-timeout",
             metavar="SECONDS",
             help="Seconds a graceful stop waits for requests in flight.  [default: 10]",
+        ),
+    ] = None,
+    startup_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--startup-timeout",
+            metavar="SECONDS",
+            help="Seconds to wait for Redis and PostgreSQL at start (0: one try).  [default: 30]",
         ),
     ] = None,
     cors_origin: Annotated[

@@ -121,6 +121,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "TASKCAST_RETRY_MS": ("retry_ms",),
     "TASKCAST_SSE_WRITE_TIMEOUT": ("write_timeout_seconds",),
     "TASKCAST_SHUTDOWN_TIMEOUT_SECONDS": ("shutdown_timeout_seconds",),
+    "TASKCAST_STARTUP_TIMEOUT_SECONDS": ("startup_timeout_seconds",),
     "TASKCAST_PROCESSES": ("processes",),
     "TASKCAST_CORS_ORIGINS": ("cors",),
     "TASKCAST_MAX_BODY_BYTES": ("limits", "max_body_bytes"),
@@ -267,6 +268,9 @@ def describe_error(error: Mapping[str, Any]) -> str:
     value = error.get("input")
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind == "taskcast_url":
+        # Says what is wrong with the URL without quoting it (it may hold a password).
+        return str(error.get("msg", "invalid URL"))
     if kind == "missing":
         return "this key is required"
     if kind == "literal_error":

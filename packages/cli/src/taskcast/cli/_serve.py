@@ -44,6 +44,7 @@ from ._connections import (
 )
 from ._errors import SettingsError, StartupError
 from ._settings import TaskcastSettings
+from ._startup import wait_for_dependencies
 
 __all__ = [
     "METRICS_DIR_ENV",
@@ -242,6 +243,8 @@ def serve(
     if settings.storage == "sqlite":
         assert settings.db_path is not None
         check_db_path(settings.db_path)
+    # Before anything opens a pool: a dependency still starting is waited for (bounded).
+    wait_for_dependencies(settings)
     if settings.postgres.auto_migrate and settings.long_term_url:
         _migrate(settings.long_term_url, settings.postgres.schema_name)
     if settings.processes > 1:

@@ -36,6 +36,8 @@ from taskcast.core import (
     redact_url,
 )
 
+from ._urls import check_postgres_url, check_redis_url
+
 __all__ = [
     "AdapterSettings",
     "AdaptersSettings",
@@ -44,7 +46,9 @@ __all__ = [
     "JwtSettings",
     "Layer",
     "LimitsSettings",
+    "PostgresAdapterSettings",
     "PostgresSettings",
+    "RedisAdapterSettings",
     "RedisSettings",
     "SentrySettings",
     "StorageLifecycleSettings",
@@ -141,12 +145,37 @@ class AdapterSettings(_Section):
     url: str | None = None
 
 
+class RedisAdapterSettings(AdapterSettings):
+    """``adapters.broadcast`` / ``adapters.shortTermStore``: a Redis URL when one is given.
+
+    A malformed URL is a settings error at once (exit 2), not a start that fails later.
+    """
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("provider") in (None, "redis"):
+            check_redis_url(value)
+        return value
+
+
+class PostgresAdapterSettings(AdapterSettings):
+    """``adapters.longTermStore``: a PostgreSQL URL (or libpq key=value string)."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("provider") in (None, "postgres"):
+            check_postgres_url(value)
+        return value
+
+
 class AdaptersSettings(_Section):
     """``adapters``: the original's per-role storage choice."""
 
-    broadcast: AdapterSettings = AdapterSettings()
-    short_term_store: AdapterSettings = AdapterSettings()
-    long_term_store: AdapterSettings = AdapterSettings()
+    broadcast: RedisAdapterSettings = RedisAdapterSettings()
+    short_term_store: RedisAdapterSettings = RedisAdapterSettings()
+    long_term_store: PostgresAdapterSettings = PostgresAdapterSettings()
 
 
 class LimitsSettings(_Section):
@@ -380,6 +409,10 @@ class TaskcastSettings(BaseSettings):
     reader must not hold memory forever); the client resumes by cursor."""
     shutdown_timeout_seconds: float = Field(10.0, ge=0)
     """How long a graceful shutdown waits for open requests before cancelling them."""
+    startup_timeout_seconds: float = Field(30.0, ge=0, allow_inf_nan=False)
+    """How long ``taskcast start`` waits for Redis and PostgreSQL to answer before it gives
+    up (0: one attempt): a dependency still starting (a container, a failover) is waited
+    for, one that stays away is a one-line error instead of a server that logs for ever."""
     processes: int = Field(1, ge=1)
     """Server processes (``--workers``); more than one needs a shared broadcast (Redis)."""
     cors: Annotated[list[str], BeforeValidator(_split_commas)] = Field(default_factory=list)

@@ -7,6 +7,7 @@
   publisher: they queue in memory, are batched, and are retried while the database is down.
 * :func:`pending_migrations`, :func:`apply_migrations` and :func:`run_migrate_command` manage
   the schema (sqlx-compatible ``_sqlx_migrations`` history).
+* :func:`describe_url`: ``dbname on host:port``, a URL without its credentials, for messages.
 """
 
 from importlib.metadata import version as _dist_version
@@ -14,6 +15,7 @@ from importlib.metadata import version as _dist_version
 from taskcast.core import ArchiveWriter, RetryPolicy
 
 from ._breaker import CircuitBreaker
+from ._conn import describe_url
 from ._errors import (
     ChecksumMismatchError,
     DirtyMigrationError,
@@ -44,6 +46,7 @@ __all__ = [
     "UnknownMigrationError",
     "__version__",
     "apply_migrations",
+    "describe_url",
     "load_migrations",
     "migrate_command",
     "pending_migrations",
