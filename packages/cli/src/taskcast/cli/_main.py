@@ -34,9 +34,24 @@ class _DefaultToStart(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         first = args[0] if args else None
         # Only options imply `start`; an unknown word is reported as an unknown command.
-        if first is None or (first.startswith("-") and first not in _ROOT_OPTIONS):
+        # While completing (`taskcast <TAB>`), no word yet means a command name is wanted.
+        if (first is None and not ctx.resilient_parsing) or (
+            first is not None and first.startswith("-") and first not in _ROOT_OPTIONS
+        ):
             args = ["start", *args]
         return super().parse_args(ctx, args)
+
+    def _main_shell_completion(
+        self, ctx_args: Any, prog_name: str, complete_var: Any = None
+    ) -> None:
+        # `taskcast completion SHELL` scripts call back with _TASKCAST_COMPLETE set; typer
+        # registers its shells' completers only with add_completion, which would add two
+        # options to every help page instead of one command.
+        if os.environ.get(complete_var or "_TASKCAST_COMPLETE"):
+            from typer._completion_classes import completion_init
+
+            completion_init()
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
 
     # Usage errors (a bad value, an unknown option or command) are one `taskcast:` line
     # like every other error, not typer's four lines: the root's own arguments are parsed
@@ -418,6 +433,29 @@ def migrate(
         error=lambda message: typer.echo(f"taskcast: {message}", err=True),
     )
     raise typer.Exit(code)
+
+
+_SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command(cls=ArgumentsCommand)
+def completion(
+    shell: Annotated[
+        str, typer.Argument(metavar="SHELL", help="bash, zsh or fish.", show_default=False)
+    ],
+) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    bash: eval "$(taskcast completion bash)" in ~/.bashrc; zsh: the same in ~/.zshrc (after
+    compinit); fish: save the output as ~/.config/fish/completions/taskcast.fish.
+    """
+    if shell not in _SHELLS:
+        raise fail(f"invalid value for SHELL: expected bash, zsh or fish, got {shell!r}", 2)
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(
+        get_completion_script(prog_name="taskcast", complete_var="_TASKCAST_COMPLETE", shell=shell)
+    )
 
 
 _URL_OPTION = typer.Option(
