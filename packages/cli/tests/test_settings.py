@@ -327,7 +327,7 @@ def test_settings_round_trip_as_json() -> None:
         ({"limits": {"maxPageSize": 10, "defaultPageSize": 20}},
          "limits.defaultPageSize: must not exceed limits.maxPageSize (10), got 20"),
         ({"limits": []}, "limits: expected a mapping, got a list"),
-        ({"cors": ["a", 3]}, "cors[1]: expected a string, got 3"),
+        ({"cors": ["https://a", 3]}, "cors[1]: expected a string, got 3"),
         ({"cors": {"a": 1}}, "cors: expected a list, got a mapping"),
         ({"auth": "jwt"}, 'auth: expected a mapping, got "jwt"'),
         ({"auth": {"jwt": {"algorithmx": 1}}}, "auth.jwt.algorithmx: unknown key"),

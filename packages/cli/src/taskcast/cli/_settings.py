@@ -36,7 +36,7 @@ from taskcast.core import (
     redact_url,
 )
 
-from ._urls import check_postgres_url, check_redis_url
+from ._urls import check_postgres_url, check_redis_url, normalize_origin
 
 __all__ = [
     "AdapterSettings",
@@ -415,8 +415,11 @@ class TaskcastSettings(BaseSettings):
     for, one that stays away is a one-line error instead of a server that logs for ever."""
     processes: int = Field(1, ge=1)
     """Server processes (``--workers``); more than one needs a shared broadcast (Redis)."""
-    cors: Annotated[list[str], BeforeValidator(_split_commas)] = Field(default_factory=list)
-    """Allowed CORS origins; empty means CORS is off."""
+    cors: Annotated[
+        list[Annotated[str, AfterValidator(normalize_origin)]], BeforeValidator(_split_commas)
+    ] = Field(default_factory=list)
+    """Allowed CORS origins (``scheme://host[:port]``, normalised as browsers send them, or
+    ``*``); empty means CORS is off."""
     limits: LimitsSettings = LimitsSettings()
     auth: AuthSettings = AuthSettings()
     adapters: AdaptersSettings = AdaptersSettings()

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError
 
-__all__ = ["check_postgres_url", "check_redis_url"]
+__all__ = ["check_postgres_url", "check_redis_url", "normalize_origin"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -58,3 +58,36 @@ def check_postgres_url(url: str) -> None:
         raise _invalid(
             f"not a PostgreSQL URL (e.g. postgresql://user@host:5432/db): {reason}"
         ) from None
+
+
+def normalize_origin(origin: str) -> str:
+    """A CORS origin as browsers send it: ``scheme://host[:port]``, lower case, no slash.
+
+    Browsers compare the ``Origin`` header exactly, so ``http://app.example/`` (a trailing
+    slash) or ``HTTP://App.example`` would never match: those are normalised. ``*`` (any
+    origin) is kept; anything with a path, query, fragment or credentials, or without a
+    scheme and host, is refused.
+    """
+    text = origin.strip()
+    if text == "*":
+        return text
+    example = "expected an origin such as https://app.example or http://localhost:5173"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{example} (scheme://host[:port])") from None
+    if not parts.scheme or not parts.hostname or "://" not in text:
+        raise ValueError(f"{example} (scheme://host[:port])")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in text:
+        raise ValueError(f"{example}: an origin has no path, query or fragment")
+    if parts.username is not None or parts.password is not None:
+        # Not quoted back: what looks like credentials is treated as a secret.
+        raise _invalid(f"{example}: an origin has no user name or password")
+    host = parts.hostname
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    # Browsers leave a scheme's default port out of Origin.
+    shown_port = "" if port is None or port == default else f":{port}"
+    return f"{parts.scheme.lower()}://{host.lower()}{shown_port}"
