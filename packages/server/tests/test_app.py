@@ -56,7 +56,7 @@ async def test_openapi_documents_400_not_422(client: httpx.AsyncClient) -> None:
     text = r.text
     assert '"422"' not in text and "HTTPValidationError" not in text
     ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}
-    assert "400" in ops[("get", "/tasks/{task_id}/events/history")]["responses"]
+    assert "400" in ops[("get", "/tasks/{id}/events/history")]["responses"]
     create = ops[("post", "/tasks")]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CreateTaskBody"
@@ -64,7 +64,7 @@ async def test_openapi_documents_400_not_422(client: httpx.AsyncClient) -> None:
     props = doc["components"]["schemas"]["CreateTaskBody"]["properties"]
     assert {"assignMode", "disconnectPolicy", "authConfig", "ttl", "result"} <= set(props)
     assert "idempotencyKey" in doc["components"]["schemas"]["EventBody"]["properties"]
-    stream = ops[("get", "/tasks/{task_id}/events")]
+    stream = ops[("get", "/tasks/{id}/events")]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
     params = {p["name"] for p in stream["parameters"]}
     assert {"since.id", "since.index", "since.timestamp", "Last-Event-ID", "wrap"} <= params

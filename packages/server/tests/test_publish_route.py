@@ -213,7 +213,7 @@ async def test_other_methods_and_paths_route_as_before(
 ) -> None:
     app = create_app(engine)
     # Documented once, by the events router's route.
-    assert list(app.openapi()["paths"]["/tasks/{task_id}/events"]) == ["post", "get"]
+    assert list(app.openapi()["paths"]["/tasks/{id}/events"]) == ["post", "get"]
     async with await _client(app) as c:
         r = await c.post("/tasks/t1/events", json={"type": "a"})
         assert r.status_code == 201

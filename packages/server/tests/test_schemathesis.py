@@ -17,7 +17,7 @@ app = create_app(engine)
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(
     # Streams never end on their own; they have their own tests.
-    path_regex=r"^/(tasks/\{task_id\}/)?events$",
+    path_regex=r"^/(tasks/\{id\}/)?events$",
     method="GET",
 )
 
@@ -39,11 +39,11 @@ def test_no_server_errors(case: Any) -> None:
 
 
 KNOWN_TASK_OPERATIONS = [
-    ("POST", "/tasks/{task_id}/events"),
-    ("PATCH", "/tasks/{task_id}/status"),
-    ("POST", "/tasks/{task_id}/resolve"),
-    ("GET", "/tasks/{task_id}/events/history"),
-    ("GET", "/tasks/{task_id}"),
+    ("POST", "/tasks/{id}/events"),
+    ("PATCH", "/tasks/{id}/status"),
+    ("POST", "/tasks/{id}/resolve"),
+    ("GET", "/tasks/{id}/events/history"),
+    ("GET", "/tasks/{id}"),
 ]
 
 
@@ -63,7 +63,7 @@ def test_no_server_errors_on_a_running_task(method: str, path: str) -> None:
         max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
     )
     def run(case: Any) -> None:
-        case.path_parameters = {"task_id": task_id}
+        case.path_parameters = {"id": task_id}
         response = case.call()
         assert response.status_code < 500, (case.method, case.body, response.text)
 

@@ -24,7 +24,10 @@ from fastapi.responses import JSONResponse
 
 from taskcast.core import ConfigError
 
+from ._common import request_body
 from ._jwt import HMAC_ALGORITHMS, JWTConfig
+from ._schemas import ErrorBody
+from ._service_schemas import AdminTokenOut
 from ._throttle import FailureThrottle, client_key
 from ._tokens import mint_token
 
@@ -139,11 +142,16 @@ def admin_router(config: AdminConfig) -> APIRouter:
         summary="Exchange the admin token for a JWT",
         tags=["admin"],
         responses={
-            400: {"description": "Invalid request body, or expiresIn above the maximum"},
-            401: {"description": "Invalid admin token"},
-            404: {"description": "Admin API disabled"},
-            429: {"description": "Too many failed attempts from this client"},
+            200: {"model": AdminTokenOut, "description": "A JWT"},
+            400: {
+                "model": ErrorBody,
+                "description": "Invalid request body, or expiresIn above the maximum",
+            },
+            401: {"model": ErrorBody, "description": "Invalid admin token"},
+            404: {"model": ErrorBody, "description": "Admin API disabled"},
+            429: {"model": ErrorBody, "description": "Too many failed attempts from this client"},
         },
+        openapi_extra=request_body({"$ref": "#/components/schemas/AdminTokenBody"}),
     )
     async def exchange_admin_token(request: Request) -> JSONResponse:
         if not config.enabled or expected is None:

@@ -21,6 +21,7 @@ from ._docs import install_docs
 from ._errors import install_error_handlers
 from ._metrics import install_metrics
 from ._schemas import CreateTaskBody, EventBody, ResolveBody, TransitionBody
+from ._service_schemas import AdminTokenBody, SseFrame
 from ._sse import SSEDetach
 from ._webhooks import WebhookDispatcher, WebhookSettings
 
@@ -164,9 +165,11 @@ def _build_openapi(app: FastAPI) -> dict[str, Any]:
     )
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    # Bodies are read by the routes themselves (any Content-Type); add their models here.
+    # Bodies are read by the routes themselves (any Content-Type), and SSE frames are written
+    # by hand: add their models here.
+    bodies = (CreateTaskBody, TransitionBody, EventBody, ResolveBody, AdminTokenBody)
     _, defs = models_json_schema(
-        [(m, "validation") for m in (CreateTaskBody, TransitionBody, EventBody, ResolveBody)],
+        [(m, "validation") for m in bodies] + [(SseFrame, "serialization")],
         ref_template=_SCHEMA_REF,
     )
     schemas.update(defs.get("$defs", {}))
@@ -181,8 +184,60 @@ def _build_openapi(app: FastAPI) -> dict[str, Any]:
                     "description": "Invalid input",
                     "content": {"application/json": {"schema": _ERROR_SCHEMA}},
                 }
+    _name_path_parameters(doc)
+    _fill_examples(doc)
     components["securitySchemes"] = {
         "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }
     doc["security"] = [{"Bearer": []}, {}]
     return doc
+
+
+def _name_path_parameters(doc: dict[str, Any]) -> None:
+    """``{task_id}`` is documented as ``{id}``, the name docs/api/rest.md uses; the URL is the
+    same (a path parameter's name is not part of it)."""
+    paths = doc.get("paths", {})
+    for path in list(paths):
+        if "{task_id}" not in path:
+            continue
+        item = paths.pop(path)
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") == "task_id":
+                    parameter["name"] = "id"
+                    parameter["schema"] = {**parameter.get("schema", {}), "title": "Task id"}
+                    parameter.setdefault("description", "The task's id.")
+                    parameter.setdefault("example", "01JD6Q0V4Z3N2T7X8Y9A0B1C2D")
+        paths[path.replace("{task_id}", "{id}")] = item
+
+
+def _fill_examples(doc: dict[str, Any]) -> None:
+    """Give every request and response body its model's example (the models carry one), so
+    each route shows a realistic body in ``/docs``."""
+    schemas: dict[str, Any] = doc.get("components", {}).get("schemas", {})
+
+    def example_of(schema: dict[str, Any]) -> Any:
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            examples = schemas.get(ref.rsplit("/", 1)[-1], {}).get("examples")
+            return examples[0] if examples else None
+        if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+            item = example_of(schema["items"])
+            return None if item is None else [item]
+        for option in schema.get("oneOf", schema.get("anyOf", [])):
+            found = example_of(option)
+            if found is not None:
+                return found
+        return None
+
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            bodies = [operation.get("requestBody", {})]
+            bodies.extend(operation.get("responses", {}).values())
+            for body in bodies:
+                for media in body.get("content", {}).values():
+                    if "example" in media or "examples" in media:
+                        continue
+                    found = example_of(media.get("schema", {}))
+                    if found is not None:
+                        media["example"] = found

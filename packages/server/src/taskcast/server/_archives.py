@@ -43,8 +43,8 @@ _ARCHIVE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["schema", "version", "exportedAt", "task", "events"],
     "properties": {
-        "schema": {"const": "taskcast.taskArchive"},
-        "version": {"const": 1},
+        "schema": {"const": "taskcast.taskArchive", "description": "The format's name"},
+        "version": {"const": 1, "description": "The format's version"},
         "exportedAt": {"type": "integer", "description": "Unix ms"},
         "task": {"$ref": "#/components/schemas/TaskOut"},
         "events": {
@@ -53,6 +53,34 @@ _ARCHIVE_SCHEMA: dict[str, Any] = {
             "items": {"$ref": "#/components/schemas/EventOut"},
         },
     },
+}
+_ARCHIVE_EXAMPLE: dict[str, Any] = {
+    "schema": "taskcast.taskArchive",
+    "version": 1,
+    "exportedAt": 1700000100000,
+    "task": {
+        "id": "01JD6Q0V4Z3N2T7X8Y9A0B1C2D",
+        "status": "completed",
+        "createdAt": 1700000000000,
+        "updatedAt": 1700000001000,
+        "completedAt": 1700000001000,
+        "type": "llm.chat",
+        "result": {"answer": "Hello"},
+    },
+    "events": [
+        {
+            "id": "01JD6Q1A7K2M3N4P5Q6R7S8T9V",
+            "taskId": "01JD6Q0V4Z3N2T7X8Y9A0B1C2D",
+            "index": 0,
+            "timestamp": 1700000000500,
+            "type": "llm.delta",
+            "level": "info",
+            "data": {"delta": "Hello"},
+            "seriesId": "answer",
+            "seriesMode": "accumulate",
+            "seriesSnapshot": True,
+        }
+    ],
 }
 
 
@@ -64,7 +92,9 @@ _ARCHIVE_SCHEMA: dict[str, Any] = {
         {
             200: {
                 "description": "The archive",
-                "content": {"application/json": {"schema": _ARCHIVE_SCHEMA}},
+                "content": {
+                    "application/json": {"schema": _ARCHIVE_SCHEMA, "example": _ARCHIVE_EXAMPLE}
+                },
             }
         },
         400,
@@ -90,7 +120,31 @@ async def export_archive(request: Request, task_id: str, ctx: Ctx) -> Response:
         {
             200: {
                 "description": "Imported: `{ok, taskId, eventCount, overwritten}`",
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "ok": {"const": True, "description": "Always `true`"},
+                                "taskId": {"type": "string", "description": "The task imported"},
+                                "eventCount": {
+                                    "type": "integer",
+                                    "description": "Events stored",
+                                },
+                                "overwritten": {
+                                    "type": "boolean",
+                                    "description": "Whether a task with that id was replaced",
+                                },
+                            },
+                        },
+                        "example": {
+                            "ok": True,
+                            "taskId": "01JD6Q0V4Z3N2T7X8Y9A0B1C2D",
+                            "eventCount": 1,
+                            "overwritten": False,
+                        },
+                    }
+                },
             }
         },
         400,
@@ -104,8 +158,15 @@ async def export_archive(request: Request, task_id: str, ctx: Ctx) -> Response:
         {
             "type": "object",
             "required": ["archive"],
-            "properties": {"archive": _ARCHIVE_SCHEMA, "overwrite": {"type": "boolean"}},
-        }
+            "properties": {
+                "archive": {**_ARCHIVE_SCHEMA, "description": "A taskcast.taskArchive"},
+                "overwrite": {
+                    "type": "boolean",
+                    "description": "Replace a task with the same id (default `false`: 409)",
+                },
+            },
+        },
+        example={"archive": _ARCHIVE_EXAMPLE, "overwrite": False},
     ),
 )
 async def import_archive(request: Request, ctx: Ctx) -> Response:
@@ -160,7 +221,35 @@ def _optional_int(body: Mapping[str, Any], key: str, low: int) -> int | None:
         {
             200: {
                 "description": "`{taskId, storageState, archiveWatermark, released}`",
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "taskId": {"type": "string", "description": "The task"},
+                                "storageState": {
+                                    "const": "cold",
+                                    "description": "Where the task is now: only the long-term "
+                                    "store holds it",
+                                },
+                                "archiveWatermark": {
+                                    "type": "integer",
+                                    "description": "Last event index the long-term store holds",
+                                },
+                                "released": {
+                                    "type": "boolean",
+                                    "description": "`false` when it was released already",
+                                },
+                            },
+                        },
+                        "example": {
+                            "taskId": "01JD6Q0V4Z3N2T7X8Y9A0B1C2D",
+                            "storageState": "cold",
+                            "archiveWatermark": 41,
+                            "released": True,
+                        },
+                    }
+                },
             }
         },
         400,
@@ -174,11 +263,22 @@ def _optional_int(body: Mapping[str, Any], key: str, low: int) -> int | None:
         {
             "type": "object",
             "properties": {
-                "expectedLastEventIndex": {"type": "integer", "minimum": -1},
-                "inactiveSince": {"type": "integer", "minimum": 0},
+                "expectedLastEventIndex": {
+                    "type": "integer",
+                    "minimum": -1,
+                    "description": "Release only if the task's last event index is this "
+                    "(409 otherwise); -1 for no event",
+                },
+                "inactiveSince": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Release only if nothing changed after this Unix time in "
+                    "milliseconds (409 otherwise)",
+                },
             },
         },
         required=False,
+        example={"expectedLastEventIndex": 41},
     ),
 )
 async def release_task(request: Request, task_id: str, ctx: Ctx) -> Response:

@@ -57,14 +57,15 @@ def with_errors(
     return {**ok, **error_responses(*codes)}
 
 
-def request_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON body the route reads itself."""
-    return {
-        "requestBody": {
-            "required": required,
-            "content": {"application/json": {"schema": schema}},
-        }
-    }
+def request_body(
+    schema: dict[str, Any], *, required: bool = True, example: Any = None
+) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body the route reads itself (without ``example``,
+    the example of the model ``schema`` refers to is shown)."""
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"requestBody": {"required": required, "content": {"application/json": media}}}
 
 
 def split_list(raw: str | None) -> tuple[str, ...] | None:

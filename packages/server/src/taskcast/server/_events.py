@@ -42,6 +42,7 @@ from ._common import (
 )
 from ._errors import ApiError
 from ._schemas import BATCH_ADAPTER, EVENT_ADAPTER, MAX_SAFE, EventBody, EventOut
+from ._service_schemas import SSE_EXAMPLE
 from ._sse import SSEResponse, global_frames
 
 __all__ = ["PublishFastPath", "router"]
@@ -73,8 +74,10 @@ SeriesFormat = Annotated[
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-sent events (see docs/api/sse.md)",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "Server-sent events, each frame an `SseFrame` (see docs/api/sse.md)",
+        "content": {
+            "text/event-stream": {"schema": {"$ref": _REF + "SseFrame"}, "example": SSE_EXAMPLE}
+        },
     }
 }
 

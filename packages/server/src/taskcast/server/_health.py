@@ -15,6 +15,7 @@ from taskcast.core import StorageUnavailableError, TaskEngine
 
 from ._body import json_response
 from ._common import config_of, engine_of
+from ._service_schemas import Health, HealthDetail, Readiness, ServiceInfo
 
 __all__ = ["router"]
 
@@ -81,7 +82,11 @@ def _root_path(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-@router.get("/", summary="Service information")
+@router.get(
+    "/",
+    summary="Service information",
+    responses={200: {"model": ServiceInfo, "description": "Name, version and links"}},
+)
 async def info(request: Request) -> Response:
     prefix = _root_path(request)
     return json_response(
@@ -100,7 +105,11 @@ async def info(request: Request) -> Response:
     )
 
 
-@router.get("/health", summary="Liveness")
+@router.get(
+    "/health",
+    summary="Liveness",
+    responses={200: {"model": Health, "description": "The process answers"}},
+)
 async def health(request: Request) -> Response:
     return json_response(
         {
@@ -115,7 +124,10 @@ async def health(request: Request) -> Response:
 @router.get(
     "/health/ready",
     summary="Readiness: 503 when the short-term store or the broadcast is unreachable",
-    responses={503: {"description": "Not ready"}},
+    responses={
+        200: {"model": Readiness, "description": "Ready"},
+        503: {"model": Readiness, "description": "Not ready"},
+    },
 )
 async def ready(request: Request) -> Response:
     deps = await _dependencies(request)
@@ -140,7 +152,11 @@ async def ready(request: Request) -> Response:
     return json_response(body, 200 if ok else 503)
 
 
-@router.get("/health/detail", summary="Adapters, dependencies and uptime")
+@router.get(
+    "/health/detail",
+    summary="Adapters, dependencies and uptime",
+    responses={200: {"model": HealthDetail, "description": "The server's state"}},
+)
 async def detail(request: Request) -> Response:
     engine = engine_of(request)
     deps = await _dependencies(request)

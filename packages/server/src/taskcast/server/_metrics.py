@@ -437,7 +437,24 @@ def install_metrics(app: FastAPI, engine: TaskEngine, config: ServerConfig) -> M
         summary="Prometheus metrics (when enabled)",
         tags=["health"],
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4",
+                "content": {
+                    CONTENT_TYPE: {
+                        "schema": {
+                            "type": "string",
+                            "description": "Prometheus text exposition format 0.0.4 (series "
+                            "in docs/performance.md).",
+                        },
+                        "example": "# HELP taskcast_events_published_total Events committed "
+                        "by this process (status events included).\n"
+                        "# TYPE taskcast_events_published_total counter\n"
+                        "taskcast_events_published_total 42\n",
+                    }
+                },
+            }
+        },
     )
     async def metrics_endpoint(request: Request) -> Response:
         return Response(render(), media_type=CONTENT_TYPE)
