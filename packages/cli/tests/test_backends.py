@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from taskcast.cli import app, resolve_settings
-from taskcast.cli._main import run_server
+from taskcast.cli._server_cli import run_server
 
 from ._server import env_for, start
 from ._services import POSTGRES_URL, REDIS_URL, postgres_schema, redis_prefix

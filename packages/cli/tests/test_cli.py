@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from taskcast.cli import app, resolve_settings
-from taskcast.cli._main import run_server
+from taskcast.cli._server_cli import run_server
 
 runner = CliRunner()
 
@@ -259,7 +259,7 @@ def test_run_server_backend_failures(
 
 
 def test_startup_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    from taskcast.cli._main import warn_about
+    from taskcast.cli._server_cli import warn_about
 
     caplog.set_level("WARNING", logger="taskcast.cli")
     warn_about(resolve_settings(file=(Path("f.yaml"), {"workers": {}, "host": "0.0.0.0"})))

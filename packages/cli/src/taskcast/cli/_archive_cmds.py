@@ -2,31 +2,24 @@
 
 One line per task, each a ``taskcast.taskArchive`` document (``GET /tasks/{id}/archive``), so
 a file of any size is written and read one task at a time: memory stays flat however many
-tasks it holds. On a terminal a progress bar runs on stderr; the summary follows it.
+tasks it holds. On a terminal a progress bar runs on stderr; the summary follows it. The
+commands' options are declared in ``_archive_cli``, which imports this module when one runs.
 """
 
-# No ``from __future__ import annotations``: typer reads the commands' annotations, which
-# name options of ``_main`` that are local to :func:`register`.
 import contextlib
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from taskcast.core import InvalidInputError, parse_task_archive
 
-from ._output import Output
-from ._usage import ArgumentsCommand
-
-__all__ = ["ExportSummary", "ImportSummary", "export_archives", "import_archives", "register"]
+__all__ = ["ExportSummary", "ImportSummary", "export_archives", "import_archives"]
 
 
 class _Stop(Exception):
@@ -215,132 +208,3 @@ def import_archives(
             else:
                 summary.failed.append((number, task_id, _message(response)))
     return summary
-
-
-def _open_output(path: str | None) -> contextlib.AbstractContextManager[IO[str]]:
-    if path is None or path == "-":
-        return contextlib.nullcontext(sys.stdout)
-    return open(path, "w", encoding="utf-8")  # the caller's `with` closes it
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``export`` and ``import`` to the ``taskcast`` command line."""
-    from . import _main as cli
-
-    @app.command("export", cls=ArgumentsCommand)
-    def export_cmd(
-        task_ids: Annotated[
-            list[str] | None,
-            typer.Argument(metavar="[TASK_ID]...", help="Tasks to export (else use a filter)."),
-        ] = None,
-        status: Annotated[
-            list[str] | None,
-            typer.Option("--status", metavar="STATUSES", help="Every task in these statuses."),
-        ] = None,
-        type: Annotated[
-            list[str] | None,
-            typer.Option("--type", metavar="TYPES", help="Every task of these types."),
-        ] = None,
-        every: Annotated[
-            bool, typer.Option("--all", help="Every task in the server's short-term store.")
-        ] = False,
-        output: Annotated[
-            str | None,
-            typer.Option(
-                "--output", "-o", metavar="FILE", help="JSON Lines file (default: stdout)."
-            ),
-        ] = None,
-        url: Annotated[str | None, cli._URL_OPTION] = None,
-        token: Annotated[str | None, cli._TOKEN_OPTION] = None,
-        node: Annotated[str | None, cli._NODE_OPTION] = None,
-    ) -> None:
-        """Export tasks as task archives, one JSON line each."""
-        ids = task_ids or []
-        statuses, types = cli._comma_list(status), cli._comma_list(type)
-        if not ids and not statuses and not types and not every:
-            raise cli.fail("name tasks, or select them with --status / --type, or use --all", 2)
-        target = cli._target(url, token, node)
-        out = Output()
-        try:
-            with _open_output(output) as destination:
-                summary = export_archives(
-                    target.url,
-                    destination,
-                    token=target.token,
-                    ids=ids,
-                    status=statuses,
-                    types=types,
-                    progress=sys.stderr.isatty(),
-                )
-        except _Stop as exc:
-            out.error(f"FAIL \u2014 {exc}")
-            raise typer.Exit(1) from None
-        except OSError as exc:
-            raise cli.fail(f"cannot write {output}: {exc.strerror or exc}", 1) from None
-        for task_id, reason in summary.failed:
-            out.error(f"failed {task_id}: {reason}")
-        where = output if output not in (None, "-") else "stdout"
-        print(
-            f"exported {summary.exported} task(s), {summary.events} event(s) to {where}"
-            + (f"; {len(summary.failed)} failed" if summary.failed else ""),
-            file=sys.stderr,
-        )
-        raise typer.Exit(1 if summary.failed else 0)
-
-    @app.command("import", cls=ArgumentsCommand)
-    def import_cmd(
-        file: Annotated[
-            str,
-            typer.Argument(
-                metavar="FILE", help="JSON Lines file from `taskcast export` (- for stdin)."
-            ),
-        ],
-        overwrite: Annotated[
-            bool, typer.Option("--overwrite", help="Replace tasks that exist.")
-        ] = False,
-        dry_run: Annotated[
-            bool,
-            typer.Option("--dry-run", help="Validate every line; send nothing to the server."),
-        ] = False,
-        url: Annotated[str | None, cli._URL_OPTION] = None,
-        token: Annotated[str | None, cli._TOKEN_OPTION] = None,
-        node: Annotated[str | None, cli._NODE_OPTION] = None,
-    ) -> None:
-        """Import task archives from a JSON Lines file."""
-        target = cli._target(url, token, node)
-        out = Output()
-        total: int | None = None
-        try:
-            if file == "-":
-                source_cm: contextlib.AbstractContextManager[IO[str]] = contextlib.nullcontext(
-                    sys.stdin
-                )
-            else:
-                total = Path(file).stat().st_size
-                source_cm = open(file, encoding="utf-8")  # noqa: SIM115
-            with source_cm as source:
-                summary = import_archives(
-                    target.url,
-                    source,
-                    token=target.token,
-                    overwrite=overwrite,
-                    dry_run=dry_run,
-                    progress_total=total,
-                    progress=sys.stderr.isatty(),
-                )
-        except _Stop as exc:
-            out.error(f"FAIL \u2014 {exc}")
-            raise typer.Exit(1) from None
-        except OSError as exc:
-            raise cli.fail(f"cannot read {file}: {exc.strerror or exc}", 2) from None
-        for number, task_id, reason in summary.skipped:
-            print(f"skipped line {number} ({task_id}): {reason}", file=sys.stderr)
-        for number, task_id, reason in summary.failed:
-            out.error(f"failed line {number} ({task_id}): {reason}")
-        verb = "valid" if dry_run else "imported"
-        print(
-            f"{verb} {summary.imported}, skipped {len(summary.skipped)}, "
-            f"failed {len(summary.failed)}" + (" (dry run: nothing sent)" if dry_run else ""),
-            file=sys.stderr,
-        )
-        raise typer.Exit(1 if summary.failed else 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import IO, Any
 
 import typer
-from pydantic import ValidationError
 
 # Typer vendors click; its exception classes are only reachable here.
 from typer._click.exceptions import (
@@ -22,8 +21,6 @@ from typer._click.exceptions import (
     UsageError,
 )
 from typer.core import TyperCommand
-
-from ._resolve import describe_error
 
 __all__ = ["ArgumentsCommand", "OneLineError", "one_line"]
 
@@ -49,6 +46,11 @@ def _param_name(exc: BadParameter) -> str:
 
 
 def _problem(exc: BadParameter) -> str:
+    # Imported here: the command line is built without pydantic (see _main).
+    from pydantic import ValidationError
+
+    from ._resolve import describe_error
+
     cause = exc.__cause__
     if isinstance(cause, ValidationError) and cause.errors():
         return describe_error(cause.errors()[0])
