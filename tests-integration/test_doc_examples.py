@@ -264,7 +264,9 @@ DOC_REDIS_URL = "redis://127.0.0.1:6379/0"
 DOC_POSTGRES_URL = "postgresql://taskcast@db.internal:5432/taskcast"
 
 # Compiles a file with top-level `await` allowed (README fragments use it) and runs it in
-# one namespace; the doc's line numbers are kept so a traceback names the doc's line.
+# one namespace; the doc's line numbers are kept so a traceback names the doc's line. A block
+# that leaves an ASGI `app` has it served by uvicorn (its lifespan must start and stop: that
+# is what the mounting examples are about) and prints what /health and /taskcast/health say.
 RUNNER = """
 import ast, asyncio, inspect, sys
 ns = {"__name__": "__main__"}
@@ -273,6 +275,30 @@ for path, name in zip(sys.argv[1::2], sys.argv[2::2]):
     result = eval(code, ns)
     if inspect.iscoroutine(result):
         asyncio.run(result)
+
+
+async def serve(app):
+    import httpx, uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+            sys.exit("uvicorn stopped before it started (the app's lifespan failed?)")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        codes = {path: (await http.get(path)).status_code
+                 for path in ("/health", "/taskcast/health")}
+    server.should_exit = True
+    await serving
+    print("served:", codes)
+
+
+if hasattr(ns.get("app"), "router"):
+    asyncio.run(serve(ns["app"]))
 """
 
 
@@ -391,3 +417,9 @@ def test_block_runs(block: Block, request: pytest.FixtureRequest, tmp_path: Path
         timeout=startup_deadline(),
     )
     assert done.returncode == 0, f"{block.id} failed:\n{done.stdout}\n{done.stderr}"
+    served = re.search(r"^served: (.*)$", done.stdout, re.MULTILINE)
+    if served is not None:
+        codes: dict[str, int] = ast.literal_eval(served.group(1))
+        assert max(codes.values()) < 500, f"{block.id}: {codes}\n{done.stderr}"
+        if "create_app(" in block.source:
+            assert 200 in codes.values(), f"{block.id}: the Taskcast app is not served: {codes}"
