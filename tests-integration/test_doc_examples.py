@@ -94,14 +94,11 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("packages/sentry/README.md", 'os.environ.get("SENTRY_DSN"'): (
         "a fragment of the CLI's start-up; `TaskEngine(..., hooks=hooks)` is a placeholder"
     ),
-    ("packages/postgres/README.md", "run_migrate_command("): (
-        "a reference listing, not one program: it awaits the async functions, then calls"
-        " run_migrate_command, which runs its own event loop"
-    ),
 }
 
 # What a block takes from the surrounding prose, set up in the block's namespace before it
-# runs. `_URL` is the live server's URL; `_finished_task(id)` makes sure a completed task
+# runs. `_URL` is the live server's URL, `_POSTGRES_URL` the test database with a fresh
+# schema as its search_path; `_finished_task(id)` makes sure a completed task
 # with that id and a few `llm.delta` events exists; `_serve_defaults_from(_URL)` points the
 # clients' default base URL (the doc's server) at the live server.
 HELPERS = """
@@ -236,6 +233,10 @@ hot, broadcast, archive = MemoryShortTermStore(), MemoryBroadcast(), MemoryLongT
 import os
 os.environ["SENTRY_DSN"] = {DEAD_SENTRY_DSN!r}
 """,
+    ("packages/postgres/README.md", "on_progress=cb)"): "url = _POSTGRES_URL\ncb = print\n",
+    ("packages/postgres/README.md", "code = run_migrate_command("): (
+        "url = _POSTGRES_URL\nyes = True\n"
+    ),
     ("packages/sentry/README.md", "capture_task_timeouts=False"): (
         "from taskcast.sentry import SentryOptions, sentry_hooks\n"
     ),
@@ -403,7 +404,7 @@ def test_block_runs(block: Block, request: pytest.FixtureRequest, tmp_path: Path
     source = block.source
     for doc_url, url in replacements.items():
         source = source.replace(doc_url, url)
-    setup = f"_URL = {live.url!r}\n{HELPERS}\n{prelude}"
+    setup = f"_URL = {live.url!r}\n_POSTGRES_URL = {pg_url!r}\n{HELPERS}\n{prelude}"
     (tmp_path / "setup.py").write_text(setup)
     (tmp_path / "block.py").write_text("\n" * (block.line - 1) + source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
