@@ -22,7 +22,9 @@ from taskcast.core import (
     EventInput,
     EventQuery,
     MemoryLongTermStore,
+    MemoryShortTermStore,
     TaskEngine,
+    TaskInput,
     tracks_archive,
 )
 from taskcast.redis import RedisShortTermStore
@@ -223,3 +225,51 @@ async def test_a_check_failing_the_same_way_warns_once(
     failed = [r for r in caplog.records if r.getMessage().startswith("archive check failed")]
     assert len(failed) >= 2
     assert [r.levelname for r in failed].count("WARNING") == 1
+
+
+async def test_an_import_is_recorded_so_a_dead_writer_loses_nothing(
+    redis_url: str, prefix: str
+) -> None:
+    """An import is acknowledged once Redis holds it; the archive gets it behind, like a
+    publish. It was not recorded for the check, so a process dying with the import still
+    queued left the archive without it until an instance next started."""
+    archive = MemoryLongTermStore()
+    source = TaskEngine(short_term=MemoryShortTermStore())
+    async with source:
+        task = await source.create_task(TaskInput(id="imported", type="t"))
+        await source.transition_task(task.id, "running")
+        await source.publish_events(task.id, [EventInput(type="t", data=i) for i in range(5)])
+        await source.transition_task(task.id, "completed")
+        exported = await source.export_task_archive(task.id)
+    stuck = ArchiveWriter(archive, linger=3600)
+    victim = engine(redis_url, prefix, stuck, ArchiveCheckConfig(interval_seconds=0))
+    survivor = engine(redis_url, prefix, archive)
+    async with victim, survivor:
+        await victim.import_task_archive(exported)
+        assert stuck.backlog > 0 and await archive.get_task("imported") is None
+        assert await pending(victim) == [b"imported"]
+
+        async def archived() -> bool:
+            events = await archive.get_events("imported", EventQuery())
+            return len(events) == len(exported.events)
+
+        await eventually(archived)
+        stored = await archive.get_task("imported")
+        assert stored is not None and stored.status == "completed"
+
+
+async def test_a_restore_from_the_archive_is_not_recorded(redis_url: str, prefix: str) -> None:
+    """A released task brought back is in the archive already: nothing to check."""
+    archive = MemoryLongTermStore()
+    store = RedisShortTermStore(redis_url, prefix=prefix)
+    a = TaskEngine(short_term=store, long_term=archive, reconcile_archive_on_start=False)
+    async with a:
+        task = await a.create_task(TaskInput(type="t"))
+        await a.transition_task(task.id, "running")
+        events = await a.publish_events(task.id, [EventInput(type="t", data=i) for i in range(3)])
+        snapshot = await a.get_task(task.id)
+        assert snapshot is not None
+        await store.client.delete(store.keys.archive_pending)
+        await store.delete_task(task.id)
+        assert await store.restore_task(snapshot, events, next_index=3, series={}, revision=77)
+        assert await pending(a) == []

@@ -278,7 +278,9 @@ class RedisShortTermStore:
         revision: int,
     ) -> bool:
         """Put a released task back in one script, unless it exists (``SET NX``)."""
-        return await self._restore(task, events, next_index, series, revision, replace=False)
+        return await self._restore(
+            task, events, next_index, series, revision, replace=False, record=False
+        )
 
     async def import_task(
         self, task: Task, events: Sequence[TaskEvent], *, replace: bool = False
@@ -293,6 +295,9 @@ class RedisShortTermStore:
             # A revision no counter of a replaced task reaches (see rehydrate).
             now_ms(),
             replace=replace,
+            # Acknowledged here before the archive has it: recorded for the gap check like
+            # a commit, so a process dying before its archive writer runs loses nothing.
+            record=True,
         )
 
     async def _restore(
@@ -304,6 +309,7 @@ class RedisShortTermStore:
         revision: int,
         *,
         replace: bool,
+        record: bool,
     ) -> bool:
         stored = [event_json(e) for e in events]
         keyed = [(e.idempotency_key, raw) for e, raw in zip(events, stored, strict=True)]
@@ -318,6 +324,7 @@ class RedisShortTermStore:
             len(series),
             sum(1 for key, _ in keyed if key is not None),
             "1" if replace else "0",
+            str(now_ms()) if record else "",
             *stored,
         ]
         for event in events:
@@ -330,7 +337,8 @@ class RedisShortTermStore:
         k = self.keys.for_task(task.id)
         with guard():
             restored = await self._scripts.restore(
-                keys=[*k.all(), self.keys.tasks, self.keys.task_order], args=args
+                keys=[*k.all(), self.keys.tasks, self.keys.task_order, self.keys.archive_pending],
+                args=args,
             )
         return bool(restored)
 

@@ -1,10 +1,12 @@
 -- Bring a released task back from the archive, atomically and only if it is absent
 -- (SET NX semantics: of processes racing to restore the same task, one writes).
 -- KEYS: 1..9 the task's keys (task, status, revision, idx, events, seriesState, seriesMeta,
---       idem, eventIdx), 10 tasks set, 11 tasksByCreated zset
+--       idem, eventIdx), 10 tasks set, 11 tasksByCreated zset, 12 archivePending zset
 -- ARGV: 1 task JSON, 2 status, 3 revision, 4 next index, 5 createdAt, 6 task id,
 --       7 number of events E, 8 number of series S, 9 number of idempotency keys K,
 --       10 replace ('1': an existing task is replaced, as an archive import with overwrite),
+--       11 the time (ms) to record the task in archivePending, or '' (a task restored from
+--       the archive is there already; an imported one is not until the archive writes it),
 --       then E event JSONs (index order), E (event id, index) pairs,
 --       S (series id, state JSON, meta) triples, K (key, event JSON) pairs.
 -- Returns 1 if restored, 0 (having written nothing) if the task exists and replace is '0'.
@@ -18,10 +20,13 @@ redis.call('SET', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[10], ARGV[6])
 redis.call('ZADD', KEYS[11], ARGV[5], ARGV[6])
+if ARGV[11] ~= '' then
+  redis.call('ZADD', KEYS[12], 'NX', ARGV[11], ARGV[6])
+end
 -- Whatever a previous life of this id left behind must not mix with the restored state.
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 local e, s, k = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local pos = 11
+local pos = 12
 local function push_chunks(cmd, key, first, count, width)
   local j = first
   local last = first + count * width - 1
