@@ -54,7 +54,9 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stder
 
 
 def _run(args: list[str], cwd: Path) -> tuple[int, str, set[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCAST_")}
+    # Not under coverage either: the suite measures subprocesses (COVERAGE_PROCESS_*), and
+    # coverage loads sqlite3 for its data file in every interpreter it starts in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKCAST_", "COVERAGE_"))}
     done = subprocess.run(
         [sys.executable, "-c", _RUN, *args],
         capture_output=True,
