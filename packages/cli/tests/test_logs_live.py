@@ -217,3 +217,51 @@ def test_logs_in_a_terminal_is_coloured_and_exits_0(tmp_path: Path) -> None:
     assert 'llm.delta        info  {"text":"live"}' in plain
     assert "[DONE] completed" in plain
     assert "\x1b[" in coloured  # levels and types are coloured on a terminal
+
+
+def test_logs_follows_a_task_replaced_by_an_import(tmp_path: Path) -> None:
+    """An overwrite import ends the old stream with `replaced`; `logs` says so on stderr and
+    prints exactly the new history, then exits 0 when it is completed."""
+    server = _server(tmp_path, 0)
+    proc: subprocess.Popen[str] | None = None
+    try:
+        task_id = _api(server.url, "POST", "/tasks", {})["id"]
+        _api(server.url, "PATCH", f"/tasks/{task_id}/status", {"status": "running"})
+        _publish(server.url, task_id, "old0", "old1")
+        proc = _logs(tmp_path, task_id, server.url, "--json")
+        assert proc.stdout is not None
+        old = _read_json_lines(proc.stdout, 3)  # status + 2 deltas
+        assert [e.get("data") for e in old][1:] == [{"text": "old0"}, {"text": "old1"}]
+        events = [
+            {"id": f"new-{i}", "taskId": task_id, "index": i, "timestamp": 10 + i,
+             "type": "llm.delta", "level": "info", "data": {"text": f"new{i}"}}
+            for i in range(2)
+        ]  # fmt: skip
+        events.append(
+            {"id": "new-end", "taskId": task_id, "index": 2, "timestamp": 20,
+             "type": "taskcast:status", "level": "info", "data": {"status": "completed"}}
+        )  # fmt: skip
+        archive = {
+            "schema": "taskcast.taskArchive",
+            "version": 1,
+            "exportedAt": 1,
+            "task": {"id": task_id, "status": "completed", "createdAt": 1, "updatedAt": 20},
+            "events": events,
+        }
+        assert _api(server.url, "POST", "/tasks/import", {"archive": archive, "overwrite": True})[
+            "overwritten"
+        ]
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        server.stop()
+    rest = [json.loads(line) for line in out.splitlines()]
+    assert rest[0] == {"resync": "replaced"}
+    new = [("new-0", 0), ("new-1", 1), ("new-end", 2)]
+    assert [(e["id"], e["index"]) for e in rest[1:-1]] == new
+    assert rest[-1] == {"done": "completed"}
+    assert proc.returncode == 0
+    assert f"Task {task_id} was replaced (archive import); following its new history" in err
+    assert len(err.strip().splitlines()) == 1

@@ -144,7 +144,7 @@ def free_port() -> int:
 class LiveServer:
     """A Taskcast server (memory store) run by uvicorn on a thread."""
 
-    def __init__(self, authenticator: Any = None) -> None:
+    def __init__(self, authenticator: Any = None, heartbeat_seconds: float = 0.2) -> None:
         import threading
 
         import uvicorn
@@ -155,7 +155,7 @@ class LiveServer:
         self.engine = TaskEngine(short_term=MemoryShortTermStore())
         app = create_app(
             self.engine,
-            config=ServerConfig(retry_ms=50, heartbeat_seconds=0.2),
+            config=ServerConfig(retry_ms=50, heartbeat_seconds=heartbeat_seconds),
             authenticator=authenticator,
         )
         self.port = free_port()
@@ -190,6 +190,17 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveServer]:
     server = LiveServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def quiet_live() -> Iterator[LiveServer]:
+    """A server whose streams idle for the default 15 s heartbeat. Known server race (reported
+    to the lead): an idle stream's heartbeat catch-up falling between an overwrite import's
+    store write and its ``replaced`` marker reads the new history as the old one's
+    continuation; the 0.2 s heartbeat of ``live`` hits that window now and then."""
+    server = LiveServer(heartbeat_seconds=15.0).start()
     yield server
     server.stop()
 

@@ -245,3 +245,107 @@ async def test_token_refresh_against_real_auth(auth_live: Any) -> None:
         sync_client.token = "stale"
         with pytest.raises(UnauthorizedError, match="Invalid or expired token"):
             list(sync_client.subscribe(tid))
+
+
+def _replacement(tid: str) -> dict[str, Any]:
+    """An archive for ``tid`` whose history reuses the old indexes and one old id (``e-0``
+    stands for any id a client might still hold as a cursor): nothing in it is new by the
+    old history's numbers, so only a fresh start shows it."""
+    events: list[dict[str, Any]] = [
+        {"id": f"new-{i}", "taskId": tid, "index": i, "timestamp": 10 + i, "type": "llm.delta",
+         "level": "info", "data": {"n": f"new{i}"}}
+        for i in range(3)
+    ]  # fmt: skip
+    events.append(
+        {"id": "new-done", "taskId": tid, "index": 3, "timestamp": 20, "type": "taskcast:status",
+         "level": "info", "data": {"status": "completed"}}
+    )  # fmt: skip
+    return {
+        "schema": "taskcast.taskArchive",
+        "version": 1,
+        "exportedAt": 1,
+        "task": {"id": tid, "status": "completed", "createdAt": 1, "updatedAt": 20},
+        "events": events,
+    }
+
+
+async def _overwrite(http: httpx.AsyncClient, tid: str) -> None:
+    response = await http.post(
+        "/tasks/import", json={"archive": _replacement(tid), "overwrite": True}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["overwritten"] is True
+
+
+@pytest.fixture
+async def quiet(quiet_live: Any) -> AsyncIterator[tuple[Any, Api, httpx.AsyncClient]]:
+    async with httpx.AsyncClient(base_url=quiet_live.url) as client:
+        yield quiet_live, Api(client), client
+
+
+async def test_replaced_task_is_followed_to_its_new_history(quiet: Any) -> None:
+    live, api, http = quiet
+    tid = await api.task()
+    for i in range(5):
+        await api.publish(tid, data={"n": f"old{i}"})
+    received: list[StreamEvent | Resync] = []
+    async with (
+        AsyncTaskcastClient(live.url, reconnect=FAST) as client,
+        client.subscribe(tid, since_index=1) as sub,
+    ):
+        async for item in sub:
+            received.append(item)
+            if isinstance(item, StreamEvent) and item.data == {"n": "old4"}:
+                await _overwrite(http, tid)
+    resync = next(i for i in received if isinstance(i, Resync))
+    assert resync.reason == "replaced" and resync.cursor is not None
+    after = received[received.index(resync) + 1 :]
+    # Exactly the new history, from its start (since_index=1 no longer applies), then done.
+    assert [e.id for e in only_events(after)] == ["new-0", "new-1", "new-2", "new-done"]
+    assert [e.filtered_index for e in only_events(after)] == [0, 1, 2, 3]
+    assert all(isinstance(i, StreamEvent) for i in after)
+    assert sub.done_reason == "completed"
+    assert sub.connections == 2
+
+
+async def test_sync_client_follows_a_replaced_task(quiet: Any) -> None:
+    live, api, http = quiet
+    tid = await api.task()
+    await api.publish(tid, data={"n": "old0"})
+
+    def follow() -> tuple[list[Any], str | None]:
+        with (
+            TaskcastClient(live.url, reconnect=FAST) as client,
+            client.subscribe(tid, include_status=False) as sub,
+        ):
+            items = [i.reason if isinstance(i, Resync) else i.data["n"] for i in sub]
+            return items, sub.done_reason
+
+    async with anyio.create_task_group() as tg:
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await anyio.to_thread.run_sync(follow))
+
+        tg.start_soon(run)
+        await api.wait_subscribers(tid, 1)
+        await _overwrite(http, tid)
+    assert result == [(["old0", "replaced", "new0", "new1", "new2"], "completed")]
+
+
+async def test_listen_hands_replaced_to_on_resync(quiet: Any) -> None:
+    live, api, http = quiet
+    tid = await api.task()
+    seen: list[str] = []
+
+    async def on_event(event: StreamEvent) -> None:
+        seen.append(event.id)
+        if event.type == "taskcast:status" and event.data["status"] == "running":
+            await _overwrite(http, tid)
+
+    async with AsyncTaskcastClient(live.url, reconnect=FAST) as client:
+        reason = await client.listen(
+            tid, on_event=on_event, on_resync=lambda r: seen.append(f"<{r.reason}>")
+        )
+    assert reason == "completed"
+    assert seen[1:] == ["<replaced>", "new-0", "new-1", "new-2", "new-done"]

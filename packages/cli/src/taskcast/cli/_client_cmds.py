@@ -331,7 +331,8 @@ def logs(
     was deleted (1 is reserved for "could not follow it"). A dropped
     connection or a restarted server is ridden out: the client reconnects with the last
     event id and the server replays only what was missed. ``[RESYNC]`` means the server no
-    longer held that cursor and replayed what it retains.
+    longer held that cursor and replayed what it retains. A task replaced by an archive import
+    (``import --overwrite``) is followed to its new history, with a note on stderr.
     """
     from taskcast.client import (
         NotFoundError,
@@ -349,7 +350,13 @@ def logs(
     try:
         with client.subscribe(task_id, types=types, levels=levels) as subscription:
             for item in subscription:
-                if isinstance(item, Resync):
+                if isinstance(item, Resync) and item.reason == "replaced":
+                    # The client reconnected without a cursor: the new history follows.
+                    out.json({"resync": item.reason})
+                    out.note(
+                        f"Task {task_id} was replaced (archive import); following its new history"
+                    )
+                elif isinstance(item, Resync):
                     out.json({"resync": item.reason})
                     out.line(
                         Text(f"[RESYNC] {item.reason}: replaying what the server retains", "yellow")

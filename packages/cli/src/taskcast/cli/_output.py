@@ -113,3 +113,7 @@ class Output:
 
     def error(self, message: str) -> None:
         self._err.print(Text(message, style="red"))
+
+    def note(self, message: str) -> None:
+        """A one-line notice on stderr, in JSON mode too (stdout stays machine-readable)."""
+        self._err.print(Text(message, style="yellow"))

@@ -97,7 +97,10 @@ class AsyncTaskcastClient:
 
         Yields :class:`StreamEvent` items in index order, each exactly once, and a
         :class:`Resync` when the server could not resume from the cursor; ends when the
-        server sends ``taskcast.done`` (see ``done_reason``). Reconnects by itself.
+        server sends ``taskcast.done`` (see ``done_reason``). Reconnects by itself. When an
+        archive import overwrites the task (``taskcast.done`` with reason ``replaced``) it
+        does not end: it yields ``Resync(reason="replaced")`` and then the new history from
+        its start (``since_*`` no longer apply).
         Use ``async with`` (or :meth:`AsyncSubscription.aclose`) to close the connection as
         soon as you stop early.
         """
@@ -168,7 +171,8 @@ class AsyncSubscription:
 
     Attributes:
         done_reason: The ``taskcast.done`` reason once the stream ended (``completed``,
-            ``failed``, ``timeout``, ``cancelled`` or ``deleted``), else None.
+            ``failed``, ``timeout``, ``cancelled`` or ``deleted``), else None. Never
+            ``replaced``: that is followed (a :class:`Resync`), not an end.
     """
 
     def __init__(
@@ -221,6 +225,7 @@ class AsyncSubscription:
         while True:
             params, headers = state.begin(client.token)
             failure: Exception | None = None
+            restart = False
             try:
                 async with client._http.stream(
                     "GET", url, params=params, headers=headers, timeout=client.timeout
@@ -242,6 +247,11 @@ class AsyncSubscription:
                             return
                         failures = 0
                         yield item
+                        if state.restart:
+                            # The task was replaced (archive import): follow its new history
+                            # now, without a cursor; this is not a failure, so no delay.
+                            restart = True
+                            break
             except SSEError as exc:
                 raise TaskcastClientError(f"Not an SSE stream: {exc}") from exc
             except httpx.TransportError as exc:
@@ -250,6 +260,9 @@ class AsyncSubscription:
                 if not exc.retryable:
                     raise
                 failure = exc
+            if restart:
+                logger.info("Task %s was replaced; following its new history", self.task_id)
+                continue
             failures += 1
             if failures == 1:
                 failing_since = time.monotonic()

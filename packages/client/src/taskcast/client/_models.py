@@ -60,14 +60,18 @@ class StreamEvent:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Resync:
-    """The server could not resume from the cursor (``taskcast.resync``).
+    """The server could not resume from the cursor (``taskcast.resync``), or the task was
+    replaced by an archive import.
 
     What follows is a full replay of the retained history: drop whatever you built from
     earlier events and rebuild from the next ones.
     """
 
     reason: str
-    """Why, e.g. ``"unknown-cursor"`` (the event was never seen or has expired)."""
+    """Why: e.g. ``"unknown-cursor"`` (the event was never seen or has expired), or
+    ``"replaced"`` — an archive import overwrote the task (``taskcast.done`` with that
+    reason); the subscription reconnects without a cursor and what follows is the new
+    history from its first event (``cursor`` is then the last id of the old history)."""
     cursor: str | None = None
     status: str | None = None
     """The task's status when the resync was sent."""

@@ -25,6 +25,7 @@ from ._models import Resync, StreamEvent, SubscribeOptions
 __all__ = [
     "DEFAULT_BASE_URL",
     "DONE",
+    "REPLACED",
     "StreamState",
     "make_options",
     "sse_timeout",
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 DONE: Final[Any] = object()
 _SEEN_IDS: Final = 4096
+
+REPLACED: Final = "replaced"
+"""The ``taskcast.done`` reason (and then :class:`Resync` reason) of a task overwritten by an
+archive import: the subscription starts over on the new history instead of ending."""
 
 DEFAULT_BASE_URL = "http://127.0.0.1:3721"
 
@@ -87,12 +92,15 @@ class StreamState:
         self._id_order: deque[str] = deque()
         self._last_fi = -1
         self._fi_offset = 0
+        self.restart = False
+        """Set by a ``replaced`` done frame: reconnect at once, from the new history's start."""
 
     # -- requests --------------------------------------------------------------------------
 
     def begin(self, token: str | None) -> tuple[dict[str, str], dict[str, str]]:
         """Start a connection: its query parameters and headers."""
         self.connections += 1
+        self.restart = False
         resuming = self.last_event_id is not None
         # A resumed replay numbers filtered events from 0 again; continue our own count.
         self._fi_offset = self._last_fi + 1 if resuming else 0
@@ -122,7 +130,10 @@ class StreamState:
             logger.warning("Ignoring %s with non-object data: %.200r", name, sse.data)
             return None
         if name == "taskcast.done":
-            self.done_reason = str(payload.get("reason", ""))
+            reason = str(payload.get("reason", ""))
+            if reason == REPLACED:
+                return self._replaced(payload)
+            self.done_reason = reason
             return DONE
         if name == "taskcast.resync":
             return self._resync(payload)
@@ -150,13 +161,28 @@ class StreamState:
                 event = replace(event, filtered_index=fi)
         return event
 
-    def _resync(self, payload: dict[str, Any]) -> Resync:
-        # A full replay follows: forget what was delivered so it is delivered again.
+    def _replaced(self, payload: dict[str, Any]) -> Resync:
+        # An archive import overwrote the task: the ids, indexes and filtered indexes seen so
+        # far belong to the old history and mean nothing in the new one, so no cursor is
+        # kept — neither the last event id nor the caller's since.* — and the next connection
+        # replays the new history from its start.
+        cursor = self.last_event_id
+        self._forget()
+        self.last_event_id = None
+        self.options = replace(self.options, since_id=None, since_index=None, since_timestamp=None)
+        self.restart = True
+        return Resync(reason=REPLACED, cursor=cursor, status=None, data=payload)
+
+    def _forget(self) -> None:
         self._max_index = -1
         self._ids.clear()
         self._id_order.clear()
         self._last_fi = -1
         self._fi_offset = 0
+
+    def _resync(self, payload: dict[str, Any]) -> Resync:
+        # A full replay follows: forget what was delivered so it is delivered again.
+        self._forget()
         cursor, status = payload.get("cursor"), payload.get("status")
         return Resync(
             reason=str(payload.get("reason", "")),

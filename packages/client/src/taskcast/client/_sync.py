@@ -193,6 +193,7 @@ class Subscription:
         while True:
             params, headers = state.begin(client.token)
             failure: Exception | None = None
+            restart = False
             try:
                 with client._http.stream(
                     "GET", url, params=params, headers=headers, timeout=client.timeout
@@ -214,6 +215,11 @@ class Subscription:
                             return
                         failures = 0
                         yield item
+                        if state.restart:
+                            # The task was replaced (archive import): follow its new history
+                            # now, without a cursor; this is not a failure, so no delay.
+                            restart = True
+                            break
             except SSEError as exc:
                 raise TaskcastClientError(f"Not an SSE stream: {exc}") from exc
             except httpx.TransportError as exc:
@@ -222,6 +228,9 @@ class Subscription:
                 if not exc.retryable:
                     raise
                 failure = exc
+            if restart:
+                logger.info("Task %s was replaced; following its new history", self.task_id)
+                continue
             failures += 1
             if failures == 1:
                 failing_since = time.monotonic()
