@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from jinja2 import Environment
 from starlette.applications import Starlette
@@ -443,3 +444,49 @@ async def test_pending_task_waits_then_shows_its_failure(harness: Harness, page:
         "model <overloaded>"
     )
     assert await page.evaluate(TEXT) == CHUNKS[0]
+
+
+async def test_replaced_task_is_cleared_and_rebuilt_from_its_new_history(
+    harness: Harness, page: Page
+) -> None:
+    """An overwrite import ends the stream with `replaced`: the view clears and shows exactly
+    the imported history, read by a new stream that carries no cursor."""
+    await harness.start_task("chat-7")
+    await page.navigate(f"{harness.server.url}/widget/tasks/chat-7")
+    await page.wait_for(f"{ROOT}.dataset.connection === 'open'")
+    await harness.publish("chat-7", CHUNKS[:EARLY])
+    await page.wait_for(f"{TEXT} === {json.dumps(''.join(CHUNKS[:EARLY]))}")
+    await page.evaluate(
+        f"{ROOT}.addEventListener('taskcast:replaced', function () {{ window.replaced = true; }})"
+    )
+    delta = {"type": "llm.delta", "level": "info", "seriesId": "answer",
+             "seriesMode": "accumulate"}  # fmt: skip
+    events = [
+        {"id": "n0", "index": 0, "type": "taskcast:status", "level": "info",
+         "data": {"status": "running"}},
+        {**delta, "id": "n1", "index": 1, "data": {"delta": "a new "}},
+        {**delta, "id": "n2", "index": 2, "data": {"delta": "answer"}},
+        {"id": "n3", "index": 3, "type": "taskcast:status", "level": "info",
+         "data": {"status": "completed", "result": {"imported": True}}},
+    ]  # fmt: skip
+    archive = {
+        "schema": "taskcast.taskArchive",
+        "version": 1,
+        "exportedAt": 1,
+        "task": {"id": "chat-7", "status": "completed", "createdAt": 1, "updatedAt": 9,
+                 "result": {"imported": True}},
+        "events": [{**e, "taskId": "chat-7", "timestamp": 2 + i} for i, e in enumerate(events)],
+    }  # fmt: skip
+    before = len(harness.requests.cursors)
+    async with httpx.AsyncClient(base_url=harness.server.url) as http:
+        response = await http.post("/tasks/import", json={"archive": archive, "overwrite": True})
+    assert response.status_code == 200, response.text
+    await page.wait_for(f"{ROOT}.dataset.connection === 'closed'")
+    assert await page.evaluate("window.replaced === true")
+    state = await widget_state(page)
+    assert state["texts"] == ["a new answer"]  # nothing of the old text, not doubled
+    assert state["status"] == "completed"
+    assert state["progress"] == []  # the old progress series is gone with the old history
+    # running, the two deltas collapsed into one snapshot by the replay, completed.
+    assert await page.evaluate("document.querySelectorAll('.tc-log-entry').length") == 3
+    assert harness.requests.cursors[before:] == [None]  # one new stream, no cursor

@@ -13,7 +13,10 @@
  *    first event of such a replay, so nothing is counted twice (this is what makes a page
  *    refresh mid-stream rebuild the text exactly).
  *  - `taskcast.resync` (the cursor was unknown) resets the view too; a full replay follows.
- *  - `taskcast.done` closes the EventSource (no browser reconnect) and shows the final status.
+ *  - `taskcast.done` closes the EventSource (no browser reconnect) and shows the final status,
+ *    except `{"reason": "replaced"}` (an archive import overwrote the task): the view is cleared
+ *    and a new EventSource, without a cursor (the old ids mean nothing in the new history),
+ *    replays the new history from its start; a `taskcast:replaced` DOM event is dispatched.
  *  - A stream the browser gives up on is retried with backoff; if it was refused because the
  *    server's CORS settings do not allow this page's origin, the view says so (an EventSource
  *    error tells no reason, so a fetch probe finds it out) instead of waiting silently.
@@ -225,6 +228,10 @@
       if (self.source !== source) return;
       var payload = {};
       try { payload = JSON.parse(message.data); } catch (err) { /* keep {} */ }
+      if (payload.reason === "replaced") {
+        self.replaced();
+        return;
+      }
       self.finish(typeof payload.reason === "string" ? payload.reason : null);
     });
     source.addEventListener("error", function () {
@@ -254,6 +261,17 @@
         self.setConnection("reconnecting");  // The browser retries by itself, with the cursor.
       }
     });
+  };
+
+  // The task was overwritten by an archive import: follow its new history from the start.
+  Widget.prototype.replaced = function () {
+    if (this.source) this.source.close();
+    this.source = null;
+    this.retries = 0;
+    this.resetPending = false;
+    this.reset();
+    this.root.dispatchEvent(new CustomEvent("taskcast:replaced", { bubbles: true }));
+    this.connect();  // a new EventSource carries no Last-Event-ID
   };
 
   Widget.prototype.finish = function (reason) {
