@@ -194,17 +194,6 @@ def live() -> Iterator[LiveServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def quiet_live() -> Iterator[LiveServer]:
-    """A server whose streams idle for the default 15 s heartbeat. Known server race (reported
-    to the lead): an idle stream's heartbeat catch-up falling between an overwrite import's
-    store write and its ``replaced`` marker reads the new history as the old one's
-    continuation; the 0.2 s heartbeat of ``live`` hits that window now and then."""
-    server = LiveServer(heartbeat_seconds=15.0).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def port() -> int:
     return free_port()

@@ -278,13 +278,16 @@ async def _overwrite(http: httpx.AsyncClient, tid: str) -> None:
 
 
 @pytest.fixture
-async def quiet(quiet_live: Any) -> AsyncIterator[tuple[Any, Api, httpx.AsyncClient]]:
-    async with httpx.AsyncClient(base_url=quiet_live.url) as client:
-        yield quiet_live, Api(client), client
+async def served(live: Any) -> AsyncIterator[tuple[Any, Api, httpx.AsyncClient]]:
+    # ``live`` sends a heartbeat every 0.2 s, so an idle stream's store catch-up often
+    # falls between an overwrite's store write and its broadcast: the stream itself must
+    # tell the new history from the old (core TaskStream._fill).
+    async with httpx.AsyncClient(base_url=live.url) as client:
+        yield live, Api(client), client
 
 
-async def test_replaced_task_is_followed_to_its_new_history(quiet: Any) -> None:
-    live, api, http = quiet
+async def test_replaced_task_is_followed_to_its_new_history(served: Any) -> None:
+    live, api, http = served
     tid = await api.task()
     for i in range(5):
         await api.publish(tid, data={"n": f"old{i}"})
@@ -308,8 +311,8 @@ async def test_replaced_task_is_followed_to_its_new_history(quiet: Any) -> None:
     assert sub.connections == 2
 
 
-async def test_sync_client_follows_a_replaced_task(quiet: Any) -> None:
-    live, api, http = quiet
+async def test_sync_client_follows_a_replaced_task(served: Any) -> None:
+    live, api, http = served
     tid = await api.task()
     await api.publish(tid, data={"n": "old0"})
 
@@ -333,8 +336,8 @@ async def test_sync_client_follows_a_replaced_task(quiet: Any) -> None:
     assert result == [(["old0", "replaced", "new0", "new1", "new2"], "completed")]
 
 
-async def test_listen_hands_replaced_to_on_resync(quiet: Any) -> None:
-    live, api, http = quiet
+async def test_listen_hands_replaced_to_on_resync(served: Any) -> None:
+    live, api, http = served
     tid = await api.task()
     seen: list[str] = []
 

@@ -352,3 +352,34 @@ async def test_a_stream_closed_mid_replay_cancels_its_read_ahead() -> None:
         await asyncio.sleep(0.05)
         # The second page's read was started, then dropped: it never completed.
         assert ("read", 9) in store.log and ("got", 9) not in store.log
+
+
+async def test_a_catch_up_between_an_import_and_its_broadcast_ends_replaced(
+    engine: TaskEngine,
+) -> None:
+    """An overwrite import writes the new history, then broadcasts the end of the old one. A
+    stream catching up from the store in between read the new history's later events as if
+    they followed the old ones (seen as ['old0', 'new2'] by a client), and never ended."""
+    from taskcast.core import TaskInput
+
+    tid = await running_task(engine, 2)
+    source = TaskEngine(short_term=MemoryShortTermStore())
+    async with source:
+        await source.create_task(TaskInput(id=tid))
+        await source.transition_task(tid, "running")
+        await source.publish_events(tid, [EventInput(type="new", data=i) for i in range(5)])
+        archive = await source.export_task_archive(tid)
+    it = stream(engine, tid, heartbeat_seconds=0.05)
+    seen = [parse(await anext(it)) for _ in range(4)]  # retry hint, status, log 0, log 1
+    assert [f.data["rawIndex"] for f in seen if f.event == "taskcast.event"] == [0, 1, 2]
+    # The import's store write, without (yet) its broadcast: the next heartbeat catches up.
+    assert await engine.short_term.import_task(archive.task, archive.events, replace=True)
+    rest: list[Frame] = []
+    async with asyncio.timeout(10):
+        async for raw in it:
+            frame = parse(raw)
+            rest.append(frame)
+            if frame.event is not None:
+                break
+    assert rest[-1].event == "taskcast.done", rest
+    assert rest[-1].data == {"reason": "replaced"}

@@ -73,6 +73,10 @@ class TaskStream:
         self._opt = options
         self._filtered = 0
         self._last = -1
+        # The id of the event at ``_last`` as this stream saw it (None: not known). A store
+        # catch-up checks it is still there, so a task replaced by an archive import is not
+        # continued as if its new history followed the old one (see ``_fill``).
+        self._last_id: str | None = None
         self._terminal: str | None = None
         self._accumulated = options.series_format == "accumulated"
         self._wrap = options.wrap
@@ -115,6 +119,7 @@ class TaskStream:
                 return False
             self._filtered = fi + 1
             self._last += 1
+            self._last_id = wire.event.id
         elif not self._direct_many(write, wires):
             return False
         observer = self._engine.hub.observer
@@ -145,6 +150,7 @@ class TaskStream:
             return False
         self._filtered = fi
         self._last = last
+        self._last_id = wires[-1].event.id
         return True
 
     def _frame(self, event: TaskEvent, wire: WireEvent | None = None) -> bytes | None:
@@ -283,6 +289,7 @@ class TaskStream:
             else:
                 after = resolved
         self._last = after
+        self._last_id = None
         if self._accumulated and after == -1 and opt.since_timestamp is None:
             self._fed = -1
         collapser = None if opt.has_cursor else Collapser()
@@ -310,7 +317,9 @@ class TaskStream:
                 self._terminal = self._terminal or task.status
             elif opt.limit is not None:
                 # A limited replay skips the backlog beyond the limit; live events continue.
-                self._last = max(self._last, await engine.last_index(self._task_id))
+                last = await engine.last_index(self._task_id)
+                if last > self._last:
+                    self._last, self._last_id = last, None
         if self._terminal is not None:
             self.end_reason = self._terminal
             yield [done_frame(self._terminal)]
@@ -348,6 +357,7 @@ class TaskStream:
                 fed = self._fed
                 for event in page:
                     self._last = event.index
+                    self._last_id = event.id
                     if fed is not None:
                         self._feed(event)
                     self._terminal = terminal_status(event) or self._terminal
@@ -435,6 +445,7 @@ class TaskStream:
                         await self._catch_up(index)
                         self._merge_live(event)
                     self._last = index
+                    self._last_id = event.id
                     out = self._frame(event, wire)
                     if out is not None:
                         group.append(out)
@@ -450,17 +461,35 @@ class TaskStream:
             sub.sink = None
 
     async def _fill(self, before: int) -> AsyncIterator[list[bytes]]:
-        """Send stored events between the last sent index and ``before``."""
+        """Send stored events between the last sent index and ``before``.
+
+        The read starts one event early, at the last one sent, to check it is the same
+        event: an archive import that replaced the task writes the new history before it
+        broadcasts the end of the old one, and a catch-up in between would otherwise send
+        the new history's later events as if they followed the old ones. An event missing
+        there (e.g. a superseded ``latest`` entry of a task restored from the archive) is
+        not taken for a replacement.
+        """
         if self._accumulated and (self._fed is None or self._fed < self._last):
             await self._catch_up(self._last + 1)
+        last, last_id = self._last, self._last_id
+        check = last_id is not None
         page = await self._engine.get_events(
-            self._task_id, EventQuery(after_index=self._last, limit=before - self._last - 1)
+            self._task_id,
+            EventQuery(after_index=last - 1 if check else last, limit=before - last - 1 + check),
         )
+        if check and page and page[0].index == last:
+            if page[0].id != last_id:
+                self.end_reason = "replaced"
+                yield [done_frame("replaced")]
+                return
+            page = page[1:]
         group: list[bytes] = []
         for event in page:
             if event.index >= before:
                 break
             self._last = event.index
+            self._last_id = event.id
             if self._accumulated:
                 event = self._merge_stored(event)
             frame = self._frame(event)
