@@ -28,6 +28,7 @@ from ._common import (
     with_errors,
 )
 from ._errors import ApiError
+from ._schemas import MAX_SAFE
 
 __all__ = ["router"]
 
@@ -37,7 +38,6 @@ Ctx = Annotated[AuthContext, Depends(auth_context)]
 
 _IMPORT_INVALID = "Invalid archive import request"
 _RELEASE_INVALID = "Invalid storage release request"
-_MAX_SAFE = 2**53 - 1
 
 _ARCHIVE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -208,7 +208,7 @@ def _optional_int(body: Mapping[str, Any], key: str, low: int) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_SAFE:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_SAFE:
         raise ApiError(400, _RELEASE_INVALID)
     return value
 
